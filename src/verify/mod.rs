@@ -1,0 +1,1 @@
+//! Verification of CoValue IDs, transaction hash chains and signatures.

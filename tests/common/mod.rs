@@ -1,0 +1,134 @@
+//! Shared harness for end-to-end tests: starts the built `maia-sync` binary
+//! on a free port and collects its log lines so tests can assert on them.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_maia-sync");
+
+/// Log lines printed by the server so far, shared with the reader thread.
+#[derive(Clone, Default)]
+pub struct LogLines(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl LogLines {
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line containing `needle` appears; returns it.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.0;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    fn push(&self, line: String) {
+        let (lock, cv) = &*self.0;
+        lock.lock().unwrap().push(line);
+        cv.notify_all();
+    }
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: LogLines,
+}
+
+impl Server {
+    /// `ws://127.0.0.1:PORT/sync`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/sync", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `--host 127.0.0.1 --port 0` plus `args`, and waits
+/// for its `listening on ADDR` log line to learn the port.
+pub fn start_server(args: &[&str]) -> Server {
+    start_server_with_env(args, &[])
+}
+
+pub fn start_server_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env("LOG_LEVEL", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn maia-sync");
+    let stderr = child.stderr.take().unwrap();
+    let logs = LogLines::default();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("MAIA_TEST_ECHO_LOGS").is_some() {
+                eprintln!("[server] {line}");
+            }
+            sink.push(line);
+        }
+    });
+    let line = logs
+        .wait_for("listening on ", Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("server did not start; logs: {:?}", logs.snapshot()));
+    let addr = line
+        .rsplit("listening on ")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse address from {line:?}"));
+    Server { child, addr, logs }
+}
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` beside the project (test vectors and fixtures).
+pub fn shared_dir() -> PathBuf {
+    let p = repo_root().join("..").join("shared");
+    assert!(
+        p.join("vectors").is_dir(),
+        "../shared/vectors not found beside the project at {}",
+        p.display()
+    );
+    p
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}

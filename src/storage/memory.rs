@@ -1,6 +1,6 @@
 //! The in-memory store (`--in-memory`): same interface, nothing on disk.
 
-use super::{StoreError, Store, StoredCoValue, StoredSession, Write};
+use super::{Store, StoreError, StoredCoValue, StoredSession, Write};
 use std::collections::HashMap;
 
 #[derive(Default)]

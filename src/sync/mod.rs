@@ -1,30 +1,133 @@
-//! The sync engine: sans-I/O. The reactor feeds it frames and peer events and
-//! drains its outbox after each turn's storage commit.
+//! The sync engine: sans-I/O. The reactor feeds it frames and peer events;
+//! the engine verifies, updates state, hands accepted writes to storage and
+//! queues replies in an outbox that is released only after the turn's
+//! commit (`end_turn`). Rules: PROTOCOL.md §5.
+
+mod covalue;
+mod incoming;
+mod known;
+mod outgoing;
+mod peer;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
 
 use crate::protocol::{Outgoing, PeerId};
-use crate::storage::Store;
+use crate::storage::{Store, Write};
+use crate::verify::{Author, CanonicalTx, Header, VerifyError};
+use crate::verify::{agent_signer, canonicalize_tx, parse_session_id, short_hash_of_sessions};
+use covalue::CoValue;
+use ed25519_dalek::VerifyingKey;
+use incoming::{Content, Incoming};
+use known::KnownState;
+use log::{debug, warn};
+use peer::{Peer, PeerEntry};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+pub use covalue::MAX_RECOMMENDED_TX_SIZE;
+
+/// Content held back by the dependency gate (§5.4 step 1).
+struct Held {
+    peer: PeerId,
+    content: Content,
+    waiting_for: BTreeSet<Arc<str>>,
+}
+
+/// How many messages one peer may have waiting for dependencies; past it
+/// the peer is sending content whose dependencies never come.
+const MAX_HELD_PER_PEER: usize = 1_000;
 
 pub struct Engine {
     store: Box<dyn Store>,
+    covalues: HashMap<Arc<str>, CoValue>,
+    peers: HashMap<PeerId, Peer>,
+    subscribers: HashMap<Arc<str>, BTreeSet<PeerId>>,
+    held: Vec<Held>,
     outbox: Vec<Outgoing>,
+}
+
+/// Outcome of finding the signer of a session.
+enum Signer {
+    Key(VerifyingKey),
+    /// The author account is not available (yet).
+    AccountMissing,
+    Invalid(VerifyError),
+}
+
+/// Resolves the signer of a session from its ID (§3.4). `account_signer`
+/// returns the signer of an available account (None if not available).
+pub(crate) fn resolve_signer(
+    session_id: &str,
+    account_signer: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
+) -> Result<VerifyingKey, VerifyError> {
+    match parse_session_id(session_id).0 {
+        Author::Agent { signer } => agent_signer(signer),
+        Author::Account(acc) => {
+            account_signer(acc).ok_or_else(|| VerifyError::NotAnAccount(acc.to_string()))
+        }
+        Author::Invalid(a) => Err(VerifyError::UnknownAuthor(a.to_string())),
+    }
 }
 
 impl Engine {
     pub fn new(store: Box<dyn Store>) -> Self {
         Engine {
             store,
+            covalues: HashMap::new(),
+            peers: HashMap::new(),
+            subscribers: HashMap::new(),
+            held: Vec::new(),
             outbox: Vec::new(),
         }
     }
 
     /// A WebSocket peer finished its upgrade.
-    pub fn connect(&mut self, _peer: PeerId) {}
+    pub fn connect(&mut self, peer: PeerId) {
+        self.peers.insert(peer, Peer::default());
+    }
 
     /// The peer's connection is gone; all its state is dropped.
-    pub fn disconnect(&mut self, _peer: PeerId) {}
+    pub fn disconnect(&mut self, peer: PeerId) {
+        if let Some(p) = self.peers.remove(&peer) {
+            for id in p.known.keys() {
+                if let Some(subs) = self.subscribers.get_mut(id) {
+                    subs.remove(&peer);
+                    if subs.is_empty() {
+                        self.subscribers.remove(id);
+                    }
+                }
+            }
+        }
+        self.held.retain(|h| h.peer != peer);
+    }
 
     /// One text frame from a peer (one or more JSON texts joined by `\n`).
-    pub fn receive_frame(&mut self, _peer: PeerId, _frame: &str) {}
+    /// A line that is not JSON drops the whole frame, as cojson does.
+    pub fn receive_frame(&mut self, peer: PeerId, frame: &str) {
+        if frame.is_empty() || !self.peers.contains_key(&peer) {
+            return;
+        }
+        let mut values = Vec::new();
+        for line in frame.split('\n') {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    warn!("peer {}: dropping frame with invalid JSON: {e}", peer.0);
+                    return;
+                }
+            }
+        }
+        for v in values {
+            match incoming::parse(v) {
+                Ok(msg) => self.handle(peer, msg),
+                Err(e) => warn!("peer {}: ignoring message: {e}", peer.0),
+            }
+        }
+    }
 
     /// End of a loop turn: commit the turn's writes, then hand out every
     /// message that waited for that commit, in order.
@@ -32,10 +135,522 @@ impl Engine {
         match self.store.commit() {
             Ok(()) => out.append(&mut self.outbox),
             Err(e) => {
-                log::error!("{e}; dropping this turn's acks");
+                log::error!("{e}; this turn's acks and forwards are dropped, clients will retry");
                 self.store.rollback();
                 self.outbox.clear();
+                // Memory may now be ahead of disk: forget what was cached so
+                // the next access reloads the committed truth.
+                self.covalues.clear();
+                for p in self.peers.values_mut() {
+                    p.known.clear();
+                }
+                self.subscribers.clear();
             }
+        }
+    }
+
+    /// Number of CoValues held in memory.
+    pub fn covalues_in_memory(&self) -> usize {
+        self.covalues.len()
+    }
+
+    fn handle(&mut self, peer: PeerId, msg: Incoming) {
+        match msg {
+            Incoming::Load { id, state } => self.handle_load(peer, id, state),
+            Incoming::Known {
+                id,
+                state,
+                correction,
+            } => self.handle_known(peer, id, state, correction),
+            Incoming::Content(c) => self.handle_content(peer, c),
+            Incoming::Reconcile { batch_id, values } => {
+                self.handle_reconcile(peer, batch_id, values)
+            }
+            Incoming::Done | Incoming::ReconcileAck | Incoming::NotAMessage => {}
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, text: String) {
+        self.outbox.push(Outgoing { peer, text });
+    }
+
+    fn peer_mut(&mut self, peer: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(&peer)
+    }
+
+    /// The peer's entry for `id`, created (and so subscribed) if missing.
+    fn entry(&mut self, peer: PeerId, id: &Arc<str>) -> Option<&mut PeerEntry> {
+        let p = self.peers.get_mut(&peer)?;
+        if !p.known.contains_key(id) {
+            self.subscribers.entry(id.clone()).or_default().insert(peer);
+        }
+        Some(p.known.entry(id.clone()).or_default())
+    }
+
+    /// Whether the CoValue is available, reading it from storage if needed.
+    fn available(&mut self, id: &Arc<str>) -> bool {
+        self.load_from_store(id, 0)
+    }
+
+    fn load_from_store(&mut self, id: &Arc<str>, depth: u8) -> bool {
+        if self.covalues.contains_key(id) {
+            return true;
+        }
+        let stored = match self.store.load(id) {
+            Ok(Some(s)) => s,
+            Ok(None) => return false,
+            Err(e) => {
+                log::error!("cannot read {id} from storage: {e}");
+                return false;
+            }
+        };
+        // Account authors must be in memory first to resolve their signers.
+        let mut signers: HashMap<String, VerifyingKey> = HashMap::new();
+        for s in &stored.sessions {
+            if let (Author::Account(acc), _) = parse_session_id(&s.session_id) {
+                let acc: Arc<str> = Arc::from(acc);
+                if depth < 8
+                    && *acc != **id
+                    && self.load_from_store(&acc, depth + 1)
+                    && let Some(k) = self.covalues[&acc].header.account_signer
+                {
+                    signers.insert(acc.to_string(), k);
+                }
+            }
+        }
+        match CoValue::from_stored(stored, &mut |acc| signers.get(acc).copied()) {
+            Ok(cv) => {
+                self.covalues.insert(id.clone(), cv);
+                true
+            }
+            Err(e) => {
+                warn!("stored CoValue {id} is invalid and will not be served: {e}");
+                false
+            }
+        }
+    }
+
+    fn account_signer(&mut self, session_id: &str) -> Signer {
+        match parse_session_id(session_id).0 {
+            Author::Agent { signer } => match agent_signer(signer) {
+                Ok(k) => Signer::Key(k),
+                Err(e) => Signer::Invalid(e),
+            },
+            Author::Account(acc) => {
+                let acc: Arc<str> = Arc::from(acc);
+                if !self.available(&acc) {
+                    return Signer::AccountMissing;
+                }
+                match self.covalues[&acc].header.account_signer {
+                    Some(k) => Signer::Key(k),
+                    None => Signer::Invalid(VerifyError::NotAnAccount(acc.to_string())),
+                }
+            }
+            Author::Invalid(a) => Signer::Invalid(VerifyError::UnknownAuthor(a.to_string())),
+        }
+    }
+
+    // ----- load / known -------------------------------------------------
+
+    fn handle_load(&mut self, peer: PeerId, id: Arc<str>, state: KnownState) {
+        let Some(entry) = self.entry(peer, &id) else {
+            return;
+        };
+        // The load is the source of truth about the peer (it may have lost data).
+        entry.state = state;
+        // cojson stays silent for a CoValue errored for this peer, which
+        // blocks the client's load for 60 s; we answer anyway (§6).
+        self.send_new_content(peer, &id, true, &mut HashSet::new());
+    }
+
+    fn handle_known(&mut self, peer: PeerId, id: Arc<str>, state: KnownState, correction: bool) {
+        let lacks_it = !state.header;
+        let Some(entry) = self.entry(peer, &id) else {
+            return;
+        };
+        if correction {
+            entry.state = state;
+        } else {
+            entry.state.merge(&state);
+        }
+        if self.available(&id) {
+            self.send_new_content(peer, &id, false, &mut HashSet::new());
+        } else if lacks_it {
+            // A dependency we asked this peer for, which it lacks too:
+            // stop holding its content back for it.
+            if let Some(p) = self.peer_mut(peer)
+                && p.requested.remove(&id)
+            {
+                p.lacks.insert(id.clone());
+                self.release_held(&id);
+            }
+        }
+        self.complete_reconcile(peer, &id);
+    }
+
+    /// Sends `peer` what it is missing of `id`, dependencies first (§5.1).
+    /// `force`: reply with a `known` even when there is nothing to send.
+    fn send_new_content(
+        &mut self,
+        peer: PeerId,
+        id: &Arc<str>,
+        force: bool,
+        visited: &mut HashSet<Arc<str>>,
+    ) {
+        if !visited.insert(id.clone()) {
+            return;
+        }
+        if !self.available(id) {
+            if force {
+                let empty = KnownState::default();
+                self.send(peer, outgoing::known(id, &empty, false));
+                if let Some(e) = self.entry(peer, id) {
+                    e.told = true;
+                }
+            }
+            return;
+        }
+        let deps = self.covalues[id].dependencies();
+        for dep in deps {
+            let errored = self
+                .peers
+                .get(&peer)
+                .is_none_or(|p| p.errored.contains(&dep));
+            if !errored && self.available(&dep) {
+                self.send_new_content(peer, &dep, false, visited);
+            }
+        }
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p.known.contains_key(id) {
+            self.subscribers.entry(id.clone()).or_default().insert(peer);
+        }
+        let entry = p.known.entry(id.clone()).or_default();
+        let cv = &self.covalues[id];
+        let pieces = cv.content_since(Some(&entry.state));
+        if !pieces.is_empty() {
+            entry.state.merge(&cv.known_state());
+            entry.told = true;
+            for text in pieces {
+                self.outbox.push(Outgoing { peer, text });
+            }
+        } else if force || !entry.told {
+            entry.told = true;
+            let text = outgoing::known(id, &cv.known_state(), false);
+            self.outbox.push(Outgoing { peer, text });
+        }
+    }
+
+    // ----- content ------------------------------------------------------
+
+    fn handle_content(&mut self, peer: PeerId, c: Content) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        if p.errored.contains(&c.id) {
+            debug!(
+                "peer {}: ignoring content for {} (errored for this peer)",
+                peer.0, c.id
+            );
+            return;
+        }
+        // Keep this peer's messages for one CoValue in order behind held ones.
+        if let Some(h) = self
+            .held
+            .iter()
+            .position(|h| h.peer == peer && h.content.id == c.id)
+        {
+            let waiting_for = self.held[h].waiting_for.clone();
+            self.hold(peer, c, waiting_for);
+            return;
+        }
+        let header = if self.available(&c.id) {
+            None
+        } else {
+            let Some(h) = &c.header else {
+                let empty = KnownState::default();
+                self.send(peer, outgoing::known(&c.id, &empty, true));
+                if let Some(e) = self.entry(peer, &c.id) {
+                    e.told = true;
+                }
+                return;
+            };
+            match Header::verify(h, &c.id) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    warn!("peer {}: rejecting content for {}: {e}", peer.0, c.id);
+                    return;
+                }
+            }
+        };
+        let missing = self.missing_dependencies(peer, &c, header.as_ref());
+        if !missing.is_empty() {
+            for dep in &missing {
+                let first_ask = self
+                    .peer_mut(peer)
+                    .is_some_and(|p| p.requested.insert(dep.clone()));
+                if first_ask {
+                    self.send(peer, outgoing::load(dep, &KnownState::default()));
+                }
+            }
+            self.hold(peer, c, missing);
+            return;
+        }
+        self.apply_content(peer, c, header);
+    }
+
+    fn hold(&mut self, peer: PeerId, content: Content, waiting_for: BTreeSet<Arc<str>>) {
+        let n = self.held.iter().filter(|h| h.peer == peer).count();
+        if n >= MAX_HELD_PER_PEER {
+            warn!(
+                "peer {}: dropping content for {}: too many messages waiting for dependencies",
+                peer.0, content.id
+            );
+            return;
+        }
+        debug!(
+            "peer {}: holding content for {} until {:?} arrive",
+            peer.0, content.id, waiting_for
+        );
+        self.held.push(Held {
+            peer,
+            content,
+            waiting_for,
+        });
+    }
+
+    /// Dependencies of a content message that are not available (§5.4.1),
+    /// leaving out ones the peer lacks itself and ones that are themselves
+    /// waiting in the gate (which would deadlock on a cycle).
+    fn missing_dependencies(
+        &mut self,
+        peer: PeerId,
+        c: &Content,
+        new_header: Option<&Header>,
+    ) -> BTreeSet<Arc<str>> {
+        let mut deps: BTreeSet<Arc<str>> = BTreeSet::new();
+        let (group, source, is_group) = match new_header {
+            Some(h) => (
+                h.group().map(Arc::from),
+                h.source.as_deref().map(Arc::from),
+                h.is_group(),
+            ),
+            None => {
+                let cv = &self.covalues[&c.id];
+                (None, None, cv.header.is_group())
+            }
+        };
+        deps.extend(group);
+        deps.extend(source);
+        for s in &c.sessions {
+            if let (Author::Account(acc), _) = parse_session_id(&s.session_id) {
+                deps.insert(Arc::from(acc));
+            }
+            if is_group {
+                for tx in &s.txs {
+                    if let Some(changes) = tx.get("changes").and_then(Value::as_str) {
+                        deps.extend(covalue::group_keys(changes).into_iter().map(Arc::from));
+                    }
+                }
+            }
+        }
+        deps.remove(&c.id);
+        let lacks = self
+            .peers
+            .get(&peer)
+            .map(|p| p.lacks.clone())
+            .unwrap_or_default();
+        let candidates: Vec<Arc<str>> = deps
+            .into_iter()
+            .filter(|d| !lacks.contains(d))
+            .filter(|d| !self.held.iter().any(|h| h.content.id == *d))
+            .collect();
+        candidates
+            .into_iter()
+            .filter(|d| !self.available(d))
+            .collect()
+    }
+
+    /// Re-examines held content after `id` became available or unavailable.
+    fn release_held(&mut self, id: &Arc<str>) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].waiting_for.remove(id) && self.held[i].waiting_for.is_empty() {
+                let h = self.held.remove(i);
+                // Later messages of the same peer and CoValue go through the gate again.
+                self.handle_content(h.peer, h.content);
+                i = 0;
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn apply_content(&mut self, peer: PeerId, c: Content, header: Option<Header>) {
+        let id = c.id.clone();
+        let created = if let Some(h) = header {
+            let header_json: Arc<str> = Arc::from(
+                serde_json::to_string(c.header.as_ref().unwrap_or(&Value::Null))
+                    .unwrap_or_default(),
+            );
+            if let Err(e) = self.store.write(Write::Header {
+                co_id: id.clone(),
+                header: header_json.clone(),
+            }) {
+                log::error!("storage refused header of {id}: {e}");
+                return;
+            }
+            self.covalues
+                .insert(id.clone(), CoValue::new(id.clone(), header_json, h));
+            true
+        } else {
+            false
+        };
+
+        let mut gap = false;
+        let mut errored = false;
+        let mut accepted: Vec<(Arc<str>, u32)> = Vec::new();
+        let mut any_new = created;
+        for s in c.sessions {
+            let ours = self.covalues[&id].count(&s.session_id);
+            if s.after > ours {
+                gap = true;
+                continue;
+            }
+            let end = s.after.saturating_add(s.txs.len() as u32);
+            let skip = (ours - s.after) as usize;
+            if skip >= s.txs.len() {
+                accepted.push((s.session_id, end));
+                continue;
+            }
+            let signer = match self.covalues[&id].session_signer(&s.session_id) {
+                Some(k) => k,
+                None => match self.account_signer(&s.session_id) {
+                    Signer::Key(k) => k,
+                    Signer::AccountMissing => {
+                        warn!(
+                            "peer {}: skipping session {} of {id}: its account is not available",
+                            peer.0, s.session_id
+                        );
+                        continue;
+                    }
+                    Signer::Invalid(e) => {
+                        warn!(
+                            "peer {}: rejecting session {} of {id}: {e}",
+                            peer.0, s.session_id
+                        );
+                        errored = true;
+                        continue;
+                    }
+                },
+            };
+            let canon: Result<Vec<CanonicalTx>, VerifyError> =
+                s.txs[skip..].iter().map(canonicalize_tx).collect();
+            let result = canon.and_then(|txs| {
+                self.covalues
+                    .get_mut(&id)
+                    .map(|cv| cv.append(&s.session_id, signer, txs, &s.last_signature))
+                    .unwrap_or(Err(VerifyError::BadHeader("CoValue vanished".into())))
+            });
+            match result {
+                Ok(append) => {
+                    if let Err(e) = self.store.write(Write::Append(append)) {
+                        log::error!("storage refused transactions of {id}: {e}");
+                    }
+                    any_new = true;
+                    accepted.push((s.session_id, end));
+                }
+                Err(e) => {
+                    warn!(
+                        "peer {}: rejecting transactions {}..{} of session {} of {id}: {e}",
+                        peer.0, s.after, end, s.session_id
+                    );
+                    errored = true;
+                }
+            }
+        }
+
+        let our_state = self.covalues[&id].known_state();
+        if let Some(entry) = self.entry(peer, &id) {
+            entry.state.header = true;
+            for (sid, n) in &accepted {
+                entry.state.raise(sid, *n);
+            }
+            entry.told = true;
+        }
+        if errored && let Some(p) = self.peer_mut(peer) {
+            p.errored.insert(id.clone());
+        }
+        self.send(peer, outgoing::known(&id, &our_state, gap));
+
+        if any_new {
+            self.forward(&id);
+        }
+        self.complete_reconcile(peer, &id);
+        if created {
+            self.release_held(&id);
+        }
+    }
+
+    /// Sends every subscriber what it lacks of `id` (§5.4 step 7).
+    fn forward(&mut self, id: &Arc<str>) {
+        let subs: Vec<PeerId> = self
+            .subscribers
+            .get(id)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for p in subs {
+            let errored = self.peers.get(&p).is_none_or(|x| x.errored.contains(id));
+            if !errored {
+                self.send_new_content(p, id, false, &mut HashSet::new());
+            }
+        }
+    }
+
+    // ----- reconcile ----------------------------------------------------
+
+    fn handle_reconcile(
+        &mut self,
+        peer: PeerId,
+        batch_id: String,
+        values: Vec<(Arc<str>, String)>,
+    ) {
+        let mut pending = HashSet::new();
+        for (id, hash) in values {
+            if self
+                .peers
+                .get(&peer)
+                .is_none_or(|p| p.errored.contains(&id))
+            {
+                continue;
+            }
+            if !self.available(&id) {
+                self.send(peer, outgoing::load(&id, &KnownState::default()));
+                pending.insert(id);
+            } else {
+                let cv = &self.covalues[&id];
+                if short_hash_of_sessions(cv.sessions()) != hash {
+                    let text = outgoing::load(&id, &cv.known_state());
+                    self.send(peer, text);
+                    pending.insert(id);
+                }
+            }
+        }
+        if pending.is_empty() {
+            self.send(peer, outgoing::reconcile_ack(&batch_id));
+        } else if let Some(p) = self.peer_mut(peer) {
+            p.reconciles.push(peer::Reconcile { batch_id, pending });
+        }
+    }
+
+    fn complete_reconcile(&mut self, peer: PeerId, id: &str) {
+        let done = match self.peer_mut(peer) {
+            Some(p) if !p.reconciles.is_empty() => p.complete_reconcile(id),
+            _ => return,
+        };
+        for batch in done {
+            self.send(peer, outgoing::reconcile_ack(&batch));
         }
     }
 }

@@ -1,1 +1,16 @@
-//! Verification of CoValue IDs, transaction hash chains and signatures.
+//! Verification of what clients send, before anything is kept or forwarded
+//! (PROTOCOL.md §2–§3): CoValue IDs from headers, canonical transactions,
+//! the BLAKE3 chain per session, Ed25519 signatures, signer resolution.
+//! Pure functions and small value types; no I/O.
+
+mod encoding;
+mod header;
+mod session;
+mod transaction;
+
+pub use encoding::{
+    VerifyError, decode_signature, decode_signer, hash_string, short_hash_of_sessions,
+};
+pub use header::{Header, RulesetKind};
+pub use session::{Author, ChainState, agent_signer, parse_session_id};
+pub use transaction::{CanonicalTx, canonicalize_tx};

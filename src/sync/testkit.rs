@@ -1,0 +1,144 @@
+//! Test helpers: an engine with a memory store, and signed sessions made
+//! with a fixed key (for behaviour the recorded vectors do not cover).
+
+use super::Engine;
+use crate::protocol::{Outgoing, PeerId};
+use crate::storage::memory::MemoryStore;
+use crate::verify::Header;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+pub fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
+}
+
+pub fn vector(name: &str) -> Value {
+    let p = vectors_dir().join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn engine() -> Engine {
+    Engine::new(Box::new(MemoryStore::new()))
+}
+
+/// Feeds one message and returns the replies released after the commit,
+/// grouped by peer, parsed.
+pub fn send(e: &mut Engine, peer: PeerId, msg: &Value) -> Vec<(PeerId, Value)> {
+    e.receive_frame(peer, &msg.to_string());
+    drain(e)
+}
+
+pub fn drain(e: &mut Engine) -> Vec<(PeerId, Value)> {
+    let mut out: Vec<Outgoing> = Vec::new();
+    e.end_turn(&mut out);
+    out.into_iter()
+        .map(|o| {
+            assert!(
+                !o.text.contains('\n'),
+                "outgoing message contains a newline"
+            );
+            (
+                o.peer,
+                serde_json::from_str(&o.text).expect("outgoing is JSON"),
+            )
+        })
+        .collect()
+}
+
+pub fn only(peer: PeerId, replies: &[(PeerId, Value)]) -> Vec<Value> {
+    replies
+        .iter()
+        .filter(|(p, _)| *p == peer)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// An agent that signs sessions.
+pub struct Agent {
+    key: SigningKey,
+    pub agent_id: String,
+}
+
+impl Agent {
+    pub fn new(seed: u8) -> Agent {
+        let key = SigningKey::from_bytes(&[seed; 32]);
+        let signer = bs58::encode(key.verifying_key().as_bytes()).into_string();
+        let sealer = bs58::encode([seed.wrapping_add(1); 32]).into_string();
+        Agent {
+            key,
+            agent_id: format!("sealer_z{sealer}/signer_z{signer}"),
+        }
+    }
+
+    pub fn session(&self, name: &str) -> String {
+        format!("{}_session_z{name}", self.agent_id)
+    }
+}
+
+/// A session being written: keeps the running hash to sign each batch.
+pub struct Writer {
+    hasher: blake3::Hasher,
+    pub count: u32,
+}
+
+impl Writer {
+    pub fn new() -> Writer {
+        Writer {
+            hasher: blake3::Hasher::new(),
+            count: 0,
+        }
+    }
+
+    /// Signs a batch of trusting transactions with the given `changes`
+    /// texts; returns (after, txs, signature).
+    pub fn batch(&mut self, agent: &Agent, changes: &[String]) -> (u32, Vec<Value>, String) {
+        let after = self.count;
+        let mut txs = Vec::new();
+        for c in changes {
+            let tx = json!({"changes": c, "madeAt": 1_700_000_000_000u64 + u64::from(self.count), "privacy": "trusting"});
+            let canon = format!(
+                "{{\"changes\":{},\"madeAt\":{},\"privacy\":\"trusting\"}}",
+                serde_json::to_string(c).unwrap(),
+                tx["madeAt"]
+            );
+            self.hasher.update(canon.as_bytes());
+            self.count += 1;
+            txs.push(tx);
+        }
+        let hash = format!(
+            "hash_z{}",
+            bs58::encode(self.hasher.finalize().as_bytes()).into_string()
+        );
+        let sig = agent.key.sign(format!("\"{hash}\"").as_bytes());
+        (
+            after,
+            txs,
+            format!("signature_z{}", bs58::encode(sig.to_bytes()).into_string()),
+        )
+    }
+}
+
+/// A comap header with the `unsafeAllowAll` ruleset and its ID.
+pub fn allow_all_map(uniqueness: &str) -> (Value, String) {
+    let header = json!({"type":"comap","ruleset":{"type":"unsafeAllowAll"},"meta":null,"uniqueness":uniqueness});
+    let id = Header::id_of(&header).unwrap();
+    (header, id)
+}
+
+pub fn content(
+    id: &str,
+    header: Option<&Value>,
+    session: &str,
+    batch: &(u32, Vec<Value>, String),
+) -> Value {
+    let mut m = json!({
+        "action": "content", "id": id, "priority": 3,
+        "new": { session: {"after": batch.0, "newTransactions": batch.1, "lastSignature": batch.2} }
+    });
+    if let Some(h) = header {
+        m["header"] = h.clone();
+    }
+    m
+}

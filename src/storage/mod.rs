@@ -3,6 +3,13 @@
 //! `commit` once per turn (group commit) before any ack leaves the server.
 
 pub mod memory;
+mod schema;
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+pub use schema::SCHEMA_VERSION;
 
 use std::fmt;
 use std::sync::Arc;

@@ -58,10 +58,18 @@ pub struct CoValue {
     /// Dependencies learnt from content: accounts that authored sessions and,
     /// for groups, member accounts/groups and parent groups.
     learnt_deps: BTreeSet<Arc<str>>,
+    /// Approximate heap bytes held, for the engine's memory budget.
+    bytes: usize,
+    /// The engine turn in which this CoValue was last used (for eviction).
+    pub last_used: u64,
 }
+
+/// Per-transaction bookkeeping besides its text (Arc, size, Vec slots).
+const TX_OVERHEAD: usize = 48;
 
 impl CoValue {
     pub fn new(id: Arc<str>, header_json: Arc<str>, header: Header) -> Self {
+        let header_len = header_json.len() + id.len();
         CoValue {
             id,
             header_json,
@@ -69,7 +77,14 @@ impl CoValue {
             sessions: Vec::new(),
             index: HashMap::new(),
             learnt_deps: BTreeSet::new(),
+            bytes: 256 + header_len,
+            last_used: 0,
         }
+    }
+
+    /// Approximate memory held by this CoValue.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn known_state(&self) -> KnownState {
@@ -148,7 +163,11 @@ impl CoValue {
         let signature: Arc<str> = Arc::from(signature);
         let size: u64 = txs.iter().map(|t| u64::from(t.size_utf16)).sum();
         let mut stored = Vec::with_capacity(txs.len());
+        if existing.is_none() {
+            self.bytes += 2048 + session_id.len();
+        }
         for t in txs {
+            self.bytes += t.json.len() + TX_OVERHEAD;
             session.sizes.push(t.size_utf16);
             session.txs.push(t.json.clone());
             stored.push(t.json);

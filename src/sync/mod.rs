@@ -10,7 +10,7 @@ mod outgoing;
 mod peer;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -48,7 +48,21 @@ pub struct Engine {
     subscribers: HashMap<Arc<str>, BTreeSet<PeerId>>,
     held: Vec<Held>,
     outbox: Vec<Outgoing>,
+    /// Approximate bytes held by `covalues`, kept under `memory_budget` by
+    /// evicting least recently used CoValues after each commit (they are in
+    /// storage and are read back on demand).
+    cached_bytes: usize,
+    memory_budget: usize,
+    /// Counts loop turns; CoValues remember the turn they were last used in.
+    turn: u64,
+    /// Peers that sent content that was written in the current turn.
+    turn_writers: BTreeSet<PeerId>,
+    /// Peers whose connection must be closed (see `take_resets`).
+    resets: Vec<PeerId>,
 }
+
+/// Default for `Engine::set_memory_budget`.
+pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
 
 /// Outcome of finding the signer of a session.
 enum Signer {
@@ -82,7 +96,70 @@ impl Engine {
             subscribers: HashMap::new(),
             held: Vec::new(),
             outbox: Vec::new(),
+            cached_bytes: 0,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            turn: 0,
+            turn_writers: BTreeSet::new(),
+            resets: Vec::new(),
         }
+    }
+
+    /// Peers whose connections the reactor must close: after a failed
+    /// commit their view of the server is wrong, and reconnecting is how a
+    /// cojson client re-syncs (it re-sends what the server lacks).
+    pub fn take_resets(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.resets)
+    }
+
+    /// Caps the memory used for cached CoValues (approximately, in bytes).
+    pub fn set_memory_budget(&mut self, bytes: usize) {
+        self.memory_budget = bytes;
+    }
+
+    /// Approximate bytes of CoValues held in memory.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes
+    }
+
+    fn insert_covalue(&mut self, cv: CoValue) {
+        self.cached_bytes += cv.bytes();
+        self.covalues.insert(cv.id.clone(), cv);
+    }
+
+    /// Drops least recently used CoValues until the cache is back under
+    /// 90 % of the budget. Unsubscribed ones go first. Safe only between
+    /// turns: everything evicted is committed and is re-read on demand.
+    fn evict(&mut self) {
+        if self.cached_bytes <= self.memory_budget {
+            return;
+        }
+        let target = self.memory_budget / 10 * 9;
+        let mut order: Vec<(bool, u64, Arc<str>)> = self
+            .covalues
+            .values()
+            .map(|cv| {
+                (
+                    self.subscribers.contains_key(&cv.id),
+                    cv.last_used,
+                    cv.id.clone(),
+                )
+            })
+            .collect();
+        order.sort_unstable();
+        let before = self.covalues.len();
+        for (_, _, id) in order {
+            if self.cached_bytes <= target {
+                break;
+            }
+            if let Some(cv) = self.covalues.remove(&id) {
+                self.cached_bytes = self.cached_bytes.saturating_sub(cv.bytes());
+            }
+        }
+        debug!(
+            "evicted {} CoValues; {} KiB cached",
+            before - self.covalues.len(),
+            self.cached_bytes >> 10
+        );
     }
 
     /// A WebSocket peer finished its upgrade.
@@ -133,18 +210,29 @@ impl Engine {
     /// message that waited for that commit, in order.
     pub fn end_turn(&mut self, out: &mut Vec<Outgoing>) {
         match self.store.commit() {
-            Ok(()) => out.append(&mut self.outbox),
+            Ok(()) => {
+                out.append(&mut self.outbox);
+                self.turn_writers.clear();
+                self.turn += 1;
+                self.evict();
+            }
             Err(e) => {
-                log::error!("{e}; this turn's acks and forwards are dropped, clients will retry");
                 self.store.rollback();
-                self.outbox.clear();
-                // Memory may now be ahead of disk: forget what was cached so
-                // the next access reloads the committed truth.
-                self.covalues.clear();
-                for p in self.peers.values_mut() {
-                    p.known.clear();
+                // Everyone whose state moved this turn (writers, and peers
+                // whose replies or forwards are now dropped) is reset.
+                let mut affected: BTreeSet<PeerId> = std::mem::take(&mut self.turn_writers);
+                affected.extend(self.outbox.drain(..).map(|o| o.peer));
+                log::error!(
+                    "{e}; nothing of this turn was acknowledged or forwarded; closing {} affected connection(s) so their clients re-sync",
+                    affected.len()
+                );
+                for p in &affected {
+                    self.disconnect(*p);
                 }
-                self.subscribers.clear();
+                self.resets.extend(affected);
+                // Memory may be ahead of disk: re-read the committed truth.
+                self.covalues.clear();
+                self.cached_bytes = 0;
             }
         }
     }
@@ -193,7 +281,8 @@ impl Engine {
     }
 
     fn load_from_store(&mut self, id: &Arc<str>, depth: u8) -> bool {
-        if self.covalues.contains_key(id) {
+        if let Some(cv) = self.covalues.get_mut(id) {
+            cv.last_used = self.turn;
             return true;
         }
         let stored = match self.store.load(id) {
@@ -219,8 +308,9 @@ impl Engine {
             }
         }
         match CoValue::from_stored(stored, &mut |acc| signers.get(acc).copied()) {
-            Ok(cv) => {
-                self.covalues.insert(id.clone(), cv);
+            Ok(mut cv) => {
+                cv.last_used = self.turn;
+                self.insert_covalue(cv);
                 true
             }
             Err(e) => {
@@ -494,6 +584,7 @@ impl Engine {
                 serde_json::to_string(c.header.as_ref().unwrap_or(&Value::Null))
                     .unwrap_or_default(),
             );
+            self.turn_writers.insert(peer);
             if let Err(e) = self.store.write(Write::Header {
                 co_id: id.clone(),
                 header: header_json.clone(),
@@ -501,13 +592,15 @@ impl Engine {
                 log::error!("storage refused header of {id}: {e}");
                 return;
             }
-            self.covalues
-                .insert(id.clone(), CoValue::new(id.clone(), header_json, h));
+            let mut cv = CoValue::new(id.clone(), header_json, h);
+            cv.last_used = self.turn;
+            self.insert_covalue(cv);
             true
         } else {
             false
         };
 
+        let bytes_before = self.covalues[&id].bytes();
         let mut gap = false;
         let mut errored = false;
         let mut accepted: Vec<(Arc<str>, u32)> = Vec::new();
@@ -555,6 +648,7 @@ impl Engine {
             });
             match result {
                 Ok(append) => {
+                    self.turn_writers.insert(peer);
                     if let Err(e) = self.store.write(Write::Append(append)) {
                         log::error!("storage refused transactions of {id}: {e}");
                     }
@@ -571,6 +665,8 @@ impl Engine {
             }
         }
 
+        let bytes_after = self.covalues[&id].bytes();
+        self.cached_bytes += bytes_after - bytes_before;
         let our_state = self.covalues[&id].known_state();
         if let Some(entry) = self.entry(peer, &id) {
             entry.state.header = true;

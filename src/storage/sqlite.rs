@@ -1,0 +1,335 @@
+//! The durable store: cojson's SQLite layout (STORAGE.md), written on the
+//! event-loop thread. Every write of a loop turn goes into one transaction
+//! (`BEGIN IMMEDIATE` on the first write, `COMMIT` in `commit`), so one
+//! fsync covers a whole turn and acks can wait for it cheaply.
+
+use super::schema::{self, SCHEMA_VERSION};
+use super::{SessionAppend, Store, StoreError, StoredCoValue, StoredSession, Write};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How hard each commit pushes data to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync the WAL on every commit: an acked write survives power loss.
+    Full,
+    /// No fsync per commit: survives a process crash, but a power loss can
+    /// roll back the last moments (what the reference server runs with).
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Why the database could not be opened. Each names the path and what to do.
+#[derive(Debug)]
+pub enum OpenError {
+    CreateDir(PathBuf, std::io::Error),
+    NotSqlite(PathBuf),
+    ReadOnly(PathBuf),
+    NewerSchema { path: PathBuf, found: i64 },
+    Sqlite(PathBuf, rusqlite::Error),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::CreateDir(p, e) => {
+                write!(f, "cannot create the folder {}: {e}", p.display())
+            }
+            OpenError::NotSqlite(p) => write!(f, "{} is not an SQLite database", p.display()),
+            OpenError::ReadOnly(p) => write!(
+                f,
+                "{} cannot be written (check the file's and folder's permissions)",
+                p.display()
+            ),
+            OpenError::NewerSchema { path, found } => write!(
+                f,
+                "{} has cojson schema version {found}, newer than the {SCHEMA_VERSION} this maia-sync understands; upgrade maia-sync",
+                path.display()
+            ),
+            OpenError::Sqlite(p, e) => write!(f, "cannot open {}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// (rowID, sessionID, lastIdx, lastSignature, bytesSinceLastSignature)
+type SessionRow = (i64, String, i64, Option<String>, Option<i64>);
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    in_transaction: bool,
+    covalue_rows: HashMap<Arc<str>, i64>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteStore, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| OpenError::CreateDir(dir.to_path_buf(), e))?;
+        }
+        let p = path.to_path_buf();
+        let sqlite_err = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => OpenError::NotSqlite(p.clone()),
+            Some(ErrorCode::ReadOnly)
+            | Some(ErrorCode::CannotOpen)
+            | Some(ErrorCode::PermissionDenied) => OpenError::ReadOnly(p.clone()),
+            _ => OpenError::Sqlite(p.clone(), e),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(OpenError::ReadOnly(p));
+        }
+        // Reading the header is the first access: a non-SQLite file fails here.
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sqlite_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(OpenError::NewerSchema { path: p, found });
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sqlite_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("{}: journal_mode is {mode}, not WAL", path.display());
+        }
+        conn.execute_batch(&format!("PRAGMA synchronous = {};", sync.pragma()))
+            .map_err(sqlite_err)?;
+        let from = schema::migrate(&mut conn).map_err(sqlite_err)?;
+        if from != SCHEMA_VERSION {
+            log::info!(
+                "{}: migrated cojson schema from version {from} to {SCHEMA_VERSION}",
+                path.display()
+            );
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_transaction: false,
+            covalue_rows: HashMap::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        if !self.in_transaction {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(backend)?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    fn covalue_row(&mut self, id: &Arc<str>) -> Result<Option<i64>, StoreError> {
+        if let Some(r) = self.covalue_rows.get(id) {
+            return Ok(Some(*r));
+        }
+        let row: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT rowID FROM coValues WHERE id = ?")
+            .and_then(|mut s| s.query_row([&**id], |r| r.get(0)).optional())
+            .map_err(backend)?;
+        if let Some(r) = row {
+            self.covalue_rows.insert(id.clone(), r);
+        }
+        Ok(row)
+    }
+
+    fn append(&mut self, a: &SessionAppend) -> Result<(), StoreError> {
+        let Some(co_row) = self.covalue_row(&a.co_id)? else {
+            return Err(StoreError::Backend(format!(
+                "transactions for {} arrived before its header",
+                a.co_id
+            )));
+        };
+        let last_idx = a.first_idx + a.txs.len() as u32;
+        let ses: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO sessions (coValue, sessionID, lastIdx, lastSignature, bytesSinceLastSignature)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (sessionID, coValue) DO UPDATE SET
+                   lastIdx = excluded.lastIdx,
+                   lastSignature = excluded.lastSignature,
+                   bytesSinceLastSignature = excluded.bytesSinceLastSignature
+                 RETURNING rowID",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        co_row,
+                        &*a.session_id,
+                        last_idx,
+                        &*a.last_signature,
+                        a.bytes_since_last_signature as i64
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(backend)?;
+        if a.checkpoint {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO signatureAfter (ses, idx, signature) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![ses, last_idx - 1, &*a.last_signature]))
+                .map_err(backend)?;
+        }
+        // OR REPLACE overwrites orphan rows a crashed writer may have left
+        // beyond lastIdx (STORAGE.md §3.2).
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO transactions (ses, idx, tx) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(backend)?;
+        for (i, tx) in a.txs.iter().enumerate() {
+            stmt.execute(params![ses, a.first_idx + i as u32, &**tx])
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Commits, checkpoints the WAL into the main file and closes, so a
+    /// clean stop leaves no `-wal` file behind.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.commit()?;
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(backend)?;
+        self.conn.close().map_err(|(_, e)| backend(e))
+    }
+
+    fn load_sessions(&mut self, co_row: i64, id: &str) -> Result<Vec<StoredSession>, StoreError> {
+        let rows: Vec<SessionRow> = self
+            .conn
+            .prepare_cached(
+                "SELECT rowID, sessionID, lastIdx, lastSignature, bytesSinceLastSignature
+                 FROM sessions WHERE coValue = ? ORDER BY rowID",
+            )
+            .and_then(|mut s| {
+                s.query_map([co_row], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(backend)?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for (ses, session_id, last_idx, last_sig, bytes) in rows {
+            let txs: Vec<(i64, String)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT idx, tx FROM transactions WHERE ses = ? AND idx < ? ORDER BY idx",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![ses, last_idx], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(backend)?;
+            let contiguous = txs.iter().enumerate().all(|(i, (idx, _))| *idx == i as i64);
+            let Some(last_signature) =
+                last_sig.filter(|_| contiguous && txs.len() as i64 == last_idx)
+            else {
+                log::warn!(
+                    "{}: session {session_id} of {id} has missing transactions or no signature; it is not served",
+                    self.path.display()
+                );
+                continue;
+            };
+            let signature_after: Vec<(u32, Arc<str>)> = self
+                .conn
+                .prepare_cached("SELECT idx, signature FROM signatureAfter WHERE ses = ? AND idx < ? ORDER BY idx")
+                .and_then(|mut s| {
+                    s.query_map(params![ses, last_idx], |r| {
+                        Ok((r.get::<_, u32>(0)?, Arc::from(r.get::<_, String>(1)?)))
+                    })?
+                    .collect()
+                })
+                .map_err(backend)?;
+            sessions.push(StoredSession {
+                session_id: Arc::from(session_id),
+                txs: txs.into_iter().map(|(_, t)| Arc::from(t)).collect(),
+                last_signature: Arc::from(last_signature),
+                signature_after,
+                bytes_since_last_signature: bytes.unwrap_or(0).max(0) as u64,
+            });
+        }
+        Ok(sessions)
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self, id: &str) -> Result<Option<StoredCoValue>, StoreError> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT rowID, header FROM coValues WHERE id = ?")
+            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(backend)?;
+        let Some((co_row, header)) = row else {
+            return Ok(None);
+        };
+        let id: Arc<str> = Arc::from(id);
+        self.covalue_rows.insert(id.clone(), co_row);
+        let sessions = self.load_sessions(co_row, &id)?;
+        Ok(Some(StoredCoValue {
+            id,
+            header: Arc::from(header),
+            sessions,
+        }))
+    }
+
+    fn write(&mut self, w: Write) -> Result<(), StoreError> {
+        self.begin()?;
+        match w {
+            Write::Header { co_id, header } => {
+                self.conn
+                    .prepare_cached("INSERT OR IGNORE INTO coValues (id, header) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![&*co_id, &*header]))
+                    .map_err(backend)?;
+                Ok(())
+            }
+            Write::Append(a) => self.append(&a),
+        }
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if self.in_transaction {
+            self.conn.execute_batch("COMMIT").map_err(backend)?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if self.in_transaction {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                log::error!("{}: rollback failed: {e}", self.path.display());
+            }
+            self.in_transaction = false;
+        }
+        // Row IDs handed out inside the rolled-back transaction are void.
+        self.covalue_rows.clear();
+    }
+}

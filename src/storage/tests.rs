@@ -1,0 +1,200 @@
+//! The engine over the SQLite store: persistence across reopen, the memory
+//! budget, and what happens when a commit fails.
+
+use super::memory::MemoryStore;
+use super::sqlite::{SqliteStore, Synchronous};
+use super::{Store, StoreError, StoredCoValue, Write};
+use crate::protocol::PeerId;
+use crate::sync::Engine;
+use crate::sync::testkit::*;
+use serde_json::{Value, json};
+
+const A: PeerId = PeerId(1);
+const B: PeerId = PeerId(2);
+
+/// Writes `n` maps, each with `batches` signed batches of `size`-char changes.
+fn write_maps(e: &mut Engine, n: usize, batches: usize, size: usize) -> Vec<(String, String)> {
+    let agent = Agent::new(21);
+    let sid = agent.session("w");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (header, id) = allow_all_map(&format!("m{i}"));
+        let mut w = Writer::new();
+        for b in 0..batches {
+            let batch = w.batch(&agent, &[format!("[\"{}{}\"]", b, "v".repeat(size))]);
+            let r = only(
+                A,
+                &send(
+                    e,
+                    A,
+                    &content(&id, (b == 0).then_some(&header), &sid, &batch),
+                ),
+            );
+            assert_eq!(
+                r.last().unwrap()["sessions"][&sid],
+                b + 1,
+                "ack after commit"
+            );
+        }
+        ids.push((id, sid.clone()));
+    }
+    ids
+}
+
+fn load_all(e: &mut Engine, peer: PeerId, id: &str) -> Vec<Value> {
+    only(
+        peer,
+        &send(
+            e,
+            peer,
+            &json!({"action":"load","id":id,"header":false,"sessions":{}}),
+        ),
+    )
+    .into_iter()
+    .filter(|m| m["id"] == id)
+    .collect()
+}
+
+#[test]
+fn values_survive_reopening_the_database() {
+    let dir = TempDir::new("reopen");
+    let path = dir.0.join("sub/folder/db.sqlite");
+    let (ids, first): (Vec<(String, String)>, Vec<Vec<Value>>) = {
+        let mut e = Engine::new(Box::new(
+            SqliteStore::open(&path, Synchronous::Full).unwrap(),
+        ));
+        e.connect(A);
+        e.connect(B);
+        let ids = write_maps(&mut e, 20, 3, 50);
+        let first = ids.iter().map(|(id, _)| load_all(&mut e, B, id)).collect();
+        (ids, first)
+    };
+    let mut e = Engine::new(Box::new(
+        SqliteStore::open(&path, Synchronous::Full).unwrap(),
+    ));
+    e.connect(B);
+    for ((id, sid), before) in ids.iter().zip(first) {
+        let after = load_all(&mut e, B, id);
+        assert_eq!(after.len(), 1);
+        assert_eq!(
+            after[0]["new"][sid]["newTransactions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(after, before, "{id} served the same after reopening");
+    }
+}
+
+#[test]
+fn memory_stays_within_the_budget_and_evicted_values_reload() {
+    let dir = TempDir::new("budget");
+    let path = dir.0.join("db.sqlite");
+    let mut e = Engine::new(Box::new(
+        SqliteStore::open(&path, Synchronous::Normal).unwrap(),
+    ));
+    let budget = 256 << 10;
+    e.set_memory_budget(budget);
+    e.connect(A);
+    e.connect(B);
+    let ids = write_maps(&mut e, 200, 2, 2_000);
+    assert!(
+        e.cached_bytes() <= budget,
+        "{} > {budget}",
+        e.cached_bytes()
+    );
+    assert!(e.covalues_in_memory() < 200, "some CoValues were evicted");
+    for (id, sid) in &ids {
+        let got = load_all(&mut e, B, id);
+        assert_eq!(
+            got[0]["new"][sid]["newTransactions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2,
+            "{id}"
+        );
+        assert!(e.cached_bytes() <= budget);
+    }
+}
+
+/// A memory store whose next commit with writes fails.
+struct FailingStore {
+    inner: MemoryStore,
+    fail_next_commit: bool,
+    dirty: bool,
+}
+
+impl Store for FailingStore {
+    fn load(&mut self, id: &str) -> Result<Option<StoredCoValue>, StoreError> {
+        self.inner.load(id)
+    }
+    fn write(&mut self, w: Write) -> Result<(), StoreError> {
+        self.dirty = true;
+        self.inner.write(w)
+    }
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.dirty) && std::mem::take(&mut self.fail_next_commit) {
+            return Err(StoreError::Backend("disk full (test)".into()));
+        }
+        self.inner.commit()
+    }
+    fn rollback(&mut self) {
+        self.inner.rollback()
+    }
+}
+
+#[test]
+fn a_failed_commit_sends_no_ack_and_the_retry_is_accepted() {
+    let mut e = Engine::new(Box::new(FailingStore {
+        inner: MemoryStore::new(),
+        fail_next_commit: true,
+        dirty: false,
+    }));
+    e.connect(A);
+    e.connect(B);
+    let agent = Agent::new(22);
+    let sid = agent.session("f");
+    let (header, id) = allow_all_map("fail");
+    let batch = Writer::new().batch(&agent, &["[1]".to_string()]);
+    // B is subscribed and must not see content that was never stored.
+    send(
+        &mut e,
+        B,
+        &json!({"action":"load","id":id,"header":false,"sessions":{}}),
+    );
+    let msg = content(&id, Some(&header), &sid, &batch);
+    assert!(
+        send(&mut e, A, &msg).is_empty(),
+        "no ack and no forward after a failed commit"
+    );
+    // Both connections are to be closed, so their clients re-sync.
+    let mut resets = e.take_resets();
+    resets.sort();
+    assert_eq!(resets, vec![A, B]);
+    // Nothing of it was kept: a load from a new connection says unknown.
+    let c = PeerId(3);
+    e.connect(c);
+    let r = only(
+        c,
+        &send(
+            &mut e,
+            c,
+            &json!({"action":"load","id":id,"header":false,"sessions":{}}),
+        ),
+    );
+    assert_eq!(
+        r,
+        vec![json!({"action":"known","id":id,"header":false,"sessions":{}})]
+    );
+    // The client's retry after reconnecting is accepted, acked and forwarded.
+    let a2 = PeerId(4);
+    e.connect(a2);
+    let out = send(&mut e, a2, &msg);
+    assert_eq!(
+        only(a2, &out),
+        vec![json!({"action":"known","id":id,"header":true,"sessions":{&sid:1}})]
+    );
+    assert_eq!(only(c, &out)[0]["action"], "content");
+}

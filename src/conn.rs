@@ -1,1 +1,741 @@
-//! conn
+//! One client connection: a small state machine that owns its socket and
+//! buffers and knows nothing of CoValues.
+//!
+//! ```text
+//! Headers ──101──▶ Ws ──peer close──▶ Closing ──▶ (dropped)
+//!    │              └──error with a close code──▶ Linger ──▶ (dropped)
+//!    └──any other answer──────────────────────────▶ Linger ──▶ (dropped)
+//! ```
+//!
+//! `Linger` writes a last response (an HTTP answer or a close frame), shuts
+//! down the write side and discards input until the client hangs up, so the
+//! client reads our answer instead of a reset.
+//!
+//! The reactor drives it with readiness (`on_readable`, `flush`), deadlines
+//! (`on_timer`) and output (`queue_message`, `queue_ping`); every call
+//! returns a [`Progress`] saying what the reactor must do next.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::TcpStream;
+
+use crate::config::Config;
+use crate::http;
+use crate::protocol::PeerId;
+use crate::websocket::{ReadStep, WriteStep, WsStream, close_code_for};
+
+/// cojson's `MAX_OUTGOING_MESSAGES_CHUNK_BYTES`: outgoing messages are joined
+/// into frames of at most this size (a bigger message goes alone).
+pub const MAX_BATCH_BYTES: usize = 25_000;
+/// Per connection per turn, so one busy client cannot starve the others.
+pub const READ_BUDGET_BYTES: usize = 64 * 1024;
+pub const READ_BUDGET_MESSAGES: usize = 64;
+pub const WRITE_BUDGET_BYTES: u64 = 1 << 20;
+/// How long a closing connection may take to deliver its last bytes.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_outbound_bytes: usize,
+    pub max_header_bytes: usize,
+    pub header_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(c: &Config) -> Limits {
+        Limits {
+            max_message_bytes: c.max_message_bytes,
+            max_outbound_bytes: c.max_outbound_bytes,
+            max_header_bytes: http::MAX_HEADER_BYTES,
+            header_timeout: c.header_timeout,
+            write_timeout: c.write_timeout,
+        }
+    }
+}
+
+/// Why a connection ended; shown in its close log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientClosed(String),
+    /// TCP ended without a WebSocket close frame.
+    Eof,
+    /// TCP ended before a complete request head arrived.
+    NoRequest,
+    Io(io::ErrorKind),
+    HeaderTimeout(Duration),
+    Http {
+        status: u16,
+        detail: String,
+    },
+    MessageTooBig {
+        limit: usize,
+        detail: String,
+    },
+    Protocol(String),
+    OutboundOverflow {
+        queued: usize,
+        limit: usize,
+    },
+    WriteStalled(Duration),
+    /// The engine's storage commit failed; the client must re-sync.
+    StorageFailed,
+}
+
+impl CloseReason {
+    /// Abnormal ends are logged as warnings: they point at a misbehaving
+    /// client or a limit an operator may want to raise.
+    pub fn is_abnormal(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::HeaderTimeout(_)
+                | CloseReason::MessageTooBig { .. }
+                | CloseReason::Protocol(_)
+                | CloseReason::OutboundOverflow { .. }
+                | CloseReason::WriteStalled(_)
+                | CloseReason::StorageFailed
+        )
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::ClientClosed(d) => write!(f, "client closed the WebSocket ({d})"),
+            CloseReason::Eof => f.write_str("client disconnected"),
+            CloseReason::NoRequest => f.write_str("client disconnected before a complete request"),
+            CloseReason::Io(k) => write!(f, "socket error: {k}"),
+            CloseReason::HeaderTimeout(d) => write!(
+                f,
+                "no complete HTTP request head within {} ms (header timeout)",
+                d.as_millis()
+            ),
+            CloseReason::Http { status, detail } => write!(f, "answered HTTP {status}: {detail}"),
+            CloseReason::MessageTooBig { limit, detail } => write!(
+                f,
+                "incoming message too big (max-message-bytes is {limit}): {detail}"
+            ),
+            CloseReason::Protocol(d) => write!(f, "WebSocket protocol error: {d}"),
+            CloseReason::OutboundOverflow { queued, limit } => write!(
+                f,
+                "outbound queue of {queued} bytes exceeds max-outbound-bytes ({limit}); client not reading?"
+            ),
+            CloseReason::StorageFailed => {
+                f.write_str("storage commit failed; closing so the client reconnects and re-syncs")
+            }
+            CloseReason::WriteStalled(d) => write!(
+                f,
+                "no write progress for {} ms with output pending (write timeout); client not reading?",
+                d.as_millis()
+            ),
+        }
+    }
+}
+
+/// What the reactor must do after a call into a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Wait for the next readiness event or deadline.
+    Idle,
+    /// Stopped at a budget with work left: call `on_readable` again next
+    /// turn (edge-triggered polling will not report it again).
+    Again,
+    /// The session is over (log it, disconnect the peer) but the connection
+    /// still delivers its last bytes; keep it until it returns `Close`.
+    Ended(CloseReason),
+    /// Drop the connection now.
+    Close(CloseReason),
+}
+
+/// What a read delivered, in order.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The WebSocket handshake completed (`path` has no query string).
+    Upgraded { path: &'a str },
+    /// One complete, non-empty text message.
+    Text(&'a str),
+}
+
+/// Outgoing frames not yet handed to the socket, with cojson's batching.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    frames: VecDeque<String>,
+    /// Whether the last frame may still take more messages.
+    open: bool,
+    bytes: usize,
+}
+
+impl OutQueue {
+    /// Adds one sync message, joining it to the last frame with `\n` while
+    /// that frame stays within [`MAX_BATCH_BYTES`].
+    pub fn push_message(&mut self, msg: String) {
+        if msg.is_empty() {
+            return; // an empty line would make the client drop the whole frame
+        }
+        if msg.len() < MAX_BATCH_BYTES
+            && self.open
+            && let Some(last) = self.frames.back_mut()
+            && last.len() + 1 + msg.len() <= MAX_BATCH_BYTES
+        {
+            last.push('\n');
+            last.push_str(&msg);
+            self.bytes += 1 + msg.len();
+            return;
+        }
+        self.open = msg.len() < MAX_BATCH_BYTES;
+        self.bytes += msg.len();
+        self.frames.push_back(msg);
+    }
+
+    /// Adds a frame that must travel alone (a ping).
+    pub fn push_frame(&mut self, frame: String) {
+        self.open = false;
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    pub fn pop_front(&mut self) -> Option<String> {
+        let f = self.frames.pop_front()?;
+        self.bytes -= f.len();
+        if self.frames.is_empty() {
+            self.open = false;
+            // Idle connections must stay small: give the ring buffer back.
+            self.frames = VecDeque::new();
+        }
+        Some(f)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+/// `{"type":"ping","time":<epoch ms>,"dc":"unknown"}` (PROTOCOL.md §1.4).
+pub fn ping_text() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{{\"type\":\"ping\",\"time\":{ms},\"dc\":\"unknown\"}}")
+}
+
+struct WsState {
+    ws: WsStream,
+    out: OutQueue,
+    /// Bytes of the frame last handed to tungstenite that may still sit in
+    /// its buffer; 0 once a flush completed.
+    in_flight: usize,
+    /// A pong tungstenite queued on its own, not yet known to be written.
+    control_pending: bool,
+    /// When output last moved (or became pending): the write-stall clock.
+    last_progress: Instant,
+}
+
+impl WsState {
+    fn has_pending(&self) -> bool {
+        !self.out.is_empty() || self.in_flight > 0 || self.control_pending
+    }
+
+    fn flush(&mut self, now: Instant) -> Progress {
+        let start = self.ws.bytes_written();
+        let progress = loop {
+            match self.ws.flush() {
+                WriteStep::Done => {
+                    self.in_flight = 0;
+                    self.control_pending = false;
+                }
+                WriteStep::WouldBlock => break Progress::Idle,
+                WriteStep::Closed(r) => return Progress::Close(r),
+            }
+            if self.ws.bytes_written() - start >= WRITE_BUDGET_BYTES {
+                break if self.out.is_empty() {
+                    Progress::Idle
+                } else {
+                    Progress::Again
+                };
+            }
+            let Some(frame) = self.out.pop_front() else {
+                break Progress::Idle;
+            };
+            self.in_flight = frame.len();
+            match self.ws.write_text(frame) {
+                WriteStep::Done => {}
+                WriteStep::WouldBlock => break Progress::Idle,
+                WriteStep::Closed(r) => return Progress::Close(r),
+            }
+        };
+        if self.ws.bytes_written() != start {
+            self.last_progress = now;
+        }
+        progress
+    }
+}
+
+struct Linger {
+    stream: TcpStream,
+    out: Vec<u8>,
+    pos: usize,
+    shut: bool,
+    deadline: Instant,
+    reason: CloseReason,
+}
+
+impl Linger {
+    fn new(stream: TcpStream, out: Vec<u8>, now: Instant, reason: CloseReason) -> Linger {
+        Linger {
+            stream,
+            out,
+            pos: 0,
+            shut: false,
+            deadline: now + CLOSE_LINGER,
+            reason,
+        }
+    }
+
+    /// Writes the rest of `out`, shuts down writing, then discards input
+    /// until the client closes.
+    fn step(&mut self) -> Progress {
+        while let Some(rest) = self.out.get(self.pos..).filter(|r| !r.is_empty()) {
+            match self.stream.write(rest) {
+                Ok(0) => return Progress::Close(self.reason.clone()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Idle,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Close(self.reason.clone()),
+            }
+        }
+        if !self.shut {
+            self.shut = true;
+            self.out = Vec::new();
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        let mut scratch = [0u8; 4096];
+        let mut budget = READ_BUDGET_BYTES;
+        loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return Progress::Close(self.reason.clone()),
+                Ok(n) if n >= budget => return Progress::Again,
+                Ok(n) => budget -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Idle,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Progress::Close(self.reason.clone()),
+            }
+        }
+    }
+}
+
+enum State {
+    Headers {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        deadline: Instant,
+    },
+    Ws(WsState),
+    /// The client sent a close frame; tungstenite's reply is being flushed.
+    Closing {
+        ws: WsStream,
+        deadline: Instant,
+        reason: CloseReason,
+    },
+    Linger(Linger),
+    /// Only between two states inside one method.
+    Gone,
+}
+
+pub struct Conn {
+    /// Unique for the process lifetime; the engine's peer id once upgraded.
+    pub id: PeerId,
+    pub addr: SocketAddr,
+    state: State,
+}
+
+impl Conn {
+    pub fn new(
+        stream: TcpStream,
+        addr: SocketAddr,
+        id: PeerId,
+        now: Instant,
+        limits: &Limits,
+    ) -> Conn {
+        Conn {
+            id,
+            addr,
+            state: State::Headers {
+                stream,
+                buf: Vec::new(),
+                deadline: now + limits.header_timeout,
+            },
+        }
+    }
+
+    /// The socket, for (de)registration with the poller.
+    pub fn stream_mut(&mut self) -> Option<&mut TcpStream> {
+        match &mut self.state {
+            State::Headers { stream, .. } => Some(stream),
+            State::Ws(w) => Some(w.ws.stream_mut()),
+            State::Closing { ws, .. } => Some(ws.stream_mut()),
+            State::Linger(l) => Some(&mut l.stream),
+            State::Gone => None,
+        }
+    }
+
+    /// Whether this is a live WebSocket session (gets pings and messages).
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.state, State::Ws(_))
+    }
+
+    /// Whether `flush` has something to write.
+    pub fn wants_flush(&self) -> bool {
+        match &self.state {
+            State::Ws(w) => w.has_pending(),
+            State::Closing { .. } => true,
+            State::Linger(l) => !l.shut,
+            State::Headers { .. } | State::Gone => false,
+        }
+    }
+
+    /// Bytes waiting to be written (the outbound cap counts these).
+    pub fn queued_bytes(&self) -> usize {
+        match &self.state {
+            State::Ws(w) => w.out.bytes() + w.in_flight,
+            _ => 0,
+        }
+    }
+
+    /// The next time `on_timer` has something to check.
+    pub fn next_deadline(&self, limits: &Limits) -> Option<Instant> {
+        match &self.state {
+            State::Headers { deadline, .. } | State::Closing { deadline, .. } => Some(*deadline),
+            State::Linger(l) => Some(l.deadline),
+            State::Ws(w) if w.has_pending() => Some(w.last_progress + limits.write_timeout),
+            State::Ws(_) | State::Gone => None,
+        }
+    }
+
+    pub fn on_timer(&mut self, now: Instant, limits: &Limits) -> Progress {
+        match &mut self.state {
+            State::Headers {
+                stream, deadline, ..
+            } if now >= *deadline => {
+                // Best effort: a slowloris client gets no more of our time.
+                let _ = stream.write(&http::request_timeout());
+                Progress::Close(CloseReason::HeaderTimeout(limits.header_timeout))
+            }
+            State::Ws(w) if w.has_pending() && now >= w.last_progress + limits.write_timeout => {
+                Progress::Close(CloseReason::WriteStalled(limits.write_timeout))
+            }
+            State::Closing {
+                deadline, reason, ..
+            } if now >= *deadline => Progress::Close(reason.clone()),
+            State::Linger(l) if now >= l.deadline => Progress::Close(l.reason.clone()),
+            _ => Progress::Idle,
+        }
+    }
+
+    /// Reads what the socket has, within the per-turn budget, reporting
+    /// the upgrade and each text message to `sink` in order.
+    pub fn on_readable(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> Progress {
+        match &mut self.state {
+            State::Headers { .. } => self.read_headers(now, limits, sink),
+            State::Ws(_) => self.read_ws(now, sink),
+            // Only the pending close reply matters now.
+            State::Closing { .. } => self.flush(now),
+            State::Linger(l) => l.step(),
+            State::Gone => Progress::Close(CloseReason::Io(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    /// Writes pending output within the per-turn write budget.
+    pub fn flush(&mut self, now: Instant) -> Progress {
+        match &mut self.state {
+            State::Ws(w) => w.flush(now),
+            State::Closing { ws, reason, .. } => match ws.flush() {
+                // A server's flush reports `Closed` once the reply is out.
+                WriteStep::Closed(_) => Progress::Close(reason.clone()),
+                WriteStep::Done | WriteStep::WouldBlock => Progress::Idle,
+            },
+            State::Linger(l) => l.step(),
+            State::Headers { .. } => Progress::Idle,
+            State::Gone => Progress::Close(CloseReason::Io(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    /// Queues one sync message. Ignored unless this is a live WebSocket (the
+    /// engine may still address a peer that is closing). An error means the
+    /// outbound cap is exceeded and the connection must be dropped.
+    pub fn queue_message(
+        &mut self,
+        text: String,
+        now: Instant,
+        limits: &Limits,
+    ) -> Result<(), CloseReason> {
+        self.queue(now, limits, |out| out.push_message(text))
+    }
+
+    /// Queues a ping as its own frame, unless output is already waiting
+    /// (which will re-arm the client's liveness timer just as well).
+    pub fn queue_ping(
+        &mut self,
+        text: String,
+        now: Instant,
+        limits: &Limits,
+    ) -> Result<(), CloseReason> {
+        if self.wants_flush() {
+            return Ok(());
+        }
+        self.queue(now, limits, |out| out.push_frame(text))
+    }
+
+    /// Ends the connection on the server's initiative (e.g. the engine
+    /// asked for it after a failed commit), with a close frame if the
+    /// reason has a close code.
+    pub fn abort(&mut self, reason: CloseReason, now: Instant) -> Progress {
+        if self.is_websocket() {
+            self.end_ws(Err(reason), now)
+        } else {
+            Progress::Close(reason)
+        }
+    }
+
+    fn queue(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        push: impl FnOnce(&mut OutQueue),
+    ) -> Result<(), CloseReason> {
+        let State::Ws(w) = &mut self.state else {
+            return Ok(());
+        };
+        if !w.has_pending() {
+            w.last_progress = now; // the stall clock starts when output does
+        }
+        push(&mut w.out);
+        let queued = w.out.bytes() + w.in_flight;
+        if queued > limits.max_outbound_bytes {
+            return Err(CloseReason::OutboundOverflow {
+                queued,
+                limit: limits.max_outbound_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn read_headers(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        sink: &mut dyn FnMut(Event<'_>),
+    ) -> Progress {
+        let outcome = {
+            let State::Headers { stream, buf, .. } = &mut self.state else {
+                return Progress::Idle;
+            };
+            let mut chunk = [0u8; 2048];
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) => return Progress::Close(CloseReason::NoRequest),
+                    Ok(n) => {
+                        let from = buf.len();
+                        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                        if !http::may_be_complete(buf, from) && buf.len() < limits.max_header_bytes
+                        {
+                            continue;
+                        }
+                        match http::process(buf, limits.max_header_bytes) {
+                            http::Outcome::Incomplete => continue,
+                            http::Outcome::Respond(r) => break Ok(r),
+                            http::Outcome::Upgrade {
+                                response,
+                                head_len,
+                                path,
+                            } => {
+                                let rest = buf.split_off(head_len.min(buf.len()));
+                                break Err((response, rest, path));
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Idle,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Progress::Close(CloseReason::Io(e.kind())),
+                }
+            }
+        };
+        let State::Headers { stream, .. } = std::mem::replace(&mut self.state, State::Gone) else {
+            return Progress::Close(CloseReason::Io(io::ErrorKind::NotConnected));
+        };
+        match outcome {
+            Ok(resp) => {
+                let reason = CloseReason::Http {
+                    status: resp.status,
+                    detail: resp.detail,
+                };
+                self.state = State::Linger(Linger::new(stream, resp.bytes, now, reason.clone()));
+                Progress::Ended(reason)
+            }
+            Err((response, rest, path)) => {
+                let ws = WsStream::new(stream, response, rest, limits.max_message_bytes, self.id);
+                let mut out = OutQueue::default();
+                // Sent right away so the client counts the connection as
+                // up without waiting for the first periodic ping.
+                out.push_frame(ping_text());
+                self.state = State::Ws(WsState {
+                    ws,
+                    out,
+                    in_flight: 0,
+                    control_pending: false,
+                    last_progress: now,
+                });
+                sink(Event::Upgraded { path: &path });
+                // The client may have sent frames right behind its request.
+                self.read_ws(now, sink)
+            }
+        }
+    }
+
+    fn read_ws(&mut self, now: Instant, sink: &mut dyn FnMut(Event<'_>)) -> Progress {
+        let State::Ws(w) = &mut self.state else {
+            return Progress::Idle;
+        };
+        let (mut bytes, mut messages) = (0usize, 0usize);
+        let end = loop {
+            if bytes >= READ_BUDGET_BYTES || messages >= READ_BUDGET_MESSAGES {
+                return Progress::Again;
+            }
+            match w.ws.read() {
+                ReadStep::Text(t) => {
+                    bytes += t.len();
+                    messages += 1;
+                    // An empty frame only proves liveness (PROTOCOL.md §1.2).
+                    if !t.is_empty() {
+                        sink(Event::Text(t.as_str()));
+                    }
+                }
+                ReadStep::Control => {
+                    messages += 1;
+                    w.control_pending = true;
+                }
+                ReadStep::Ignored => messages += 1,
+                ReadStep::WouldBlock => return Progress::Idle,
+                ReadStep::PeerClosing(r) => break Ok(r),
+                ReadStep::Failed(r) => break Err(r),
+            }
+        };
+        self.end_ws(end, now)
+    }
+
+    /// Ends a live WebSocket session: `Ok` when the client started the close
+    /// handshake (answer it), `Err` when we give up on the connection.
+    fn end_ws(&mut self, end: Result<CloseReason, CloseReason>, now: Instant) -> Progress {
+        let State::Ws(w) = std::mem::replace(&mut self.state, State::Gone) else {
+            return Progress::Close(end.unwrap_or_else(|r| r));
+        };
+        match end {
+            Ok(reason) => {
+                self.state = State::Closing {
+                    ws: w.ws,
+                    deadline: now + CLOSE_LINGER,
+                    reason: reason.clone(),
+                };
+                Progress::Ended(reason)
+            }
+            // Tell the client why, if the stream still allows a close frame.
+            Err(reason) if close_code_for(&reason).is_some() => {
+                let (stream, bytes) = w.ws.into_close_bytes(&reason);
+                self.state = State::Linger(Linger::new(stream, bytes, now, reason.clone()));
+                Progress::Ended(reason)
+            }
+            Err(reason) => Progress::Close(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(q: &mut OutQueue) -> Vec<String> {
+        std::iter::from_fn(|| q.pop_front()).collect()
+    }
+
+    #[test]
+    fn messages_are_joined_with_single_newlines() {
+        let mut q = OutQueue::default();
+        for m in ["{\"a\":1}", "", "{\"b\":2}", "{\"c\":3}"] {
+            q.push_message(m.to_string());
+        }
+        assert_eq!(q.bytes(), 23);
+        assert_eq!(frames(&mut q), ["{\"a\":1}\n{\"b\":2}\n{\"c\":3}"]);
+        assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn a_frame_is_cut_before_it_would_pass_the_limit() {
+        let mut q = OutQueue::default();
+        let half = "x".repeat(12_499);
+        q.push_message(half.clone());
+        q.push_message(half.clone()); // 12_499 * 2 + 1 = 24_999: fits
+        q.push_message("y".to_string()); // 25_001 would not fit
+        q.push_message("z".to_string());
+        let f = frames(&mut q);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0], format!("{half}\n{half}"));
+        assert_eq!(f[1], "y\nz");
+        // Exactly 25_000 is still allowed.
+        q.push_message("a".repeat(12_499));
+        q.push_message("b".repeat(12_500));
+        assert_eq!(
+            frames(&mut q).iter().map(String::len).collect::<Vec<_>>(),
+            [25_000]
+        );
+    }
+
+    #[test]
+    fn a_big_message_travels_alone() {
+        let mut q = OutQueue::default();
+        let big = "B".repeat(MAX_BATCH_BYTES);
+        q.push_message("s1".into());
+        q.push_message(big.clone());
+        q.push_message("s2".into());
+        q.push_message("s3".into());
+        assert_eq!(
+            frames(&mut q),
+            ["s1".to_string(), big, "s2\ns3".to_string()]
+        );
+    }
+
+    #[test]
+    fn pings_go_alone_and_no_line_is_empty() {
+        let mut q = OutQueue::default();
+        q.push_message("m1".into());
+        q.push_frame(ping_text());
+        q.push_message("m2".into());
+        q.push_message(String::new());
+        let f = frames(&mut q);
+        assert_eq!(f.len(), 3);
+        assert!(f[1].starts_with("{\"type\":\"ping\",\"time\":"), "{}", f[1]);
+        assert!(f[1].ends_with(",\"dc\":\"unknown\"}"));
+        assert_eq!(f[2], "m2");
+        for frame in &f {
+            assert!(!frame.is_empty() && !frame.ends_with('\n') && !frame.contains("\n\n"));
+        }
+        // A popped frame is never appended to again.
+        q.push_message("x".into());
+        assert_eq!(q.pop_front().as_deref(), Some("x"));
+        q.push_message("y".into());
+        assert_eq!(frames(&mut q), ["y"]);
+    }
+}

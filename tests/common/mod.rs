@@ -171,3 +171,77 @@ pub fn fixture_copy(name: &str, dir: &Path) -> PathBuf {
     std::fs::set_permissions(&dst, perms).unwrap();
     dst
 }
+
+/// A blocking WebSocket client for end-to-end tests.
+pub struct WsClient {
+    pub ws: tungstenite::WebSocket<std::net::TcpStream>,
+    pending: std::collections::VecDeque<serde_json::Value>,
+}
+
+impl WsClient {
+    pub fn connect(addr: SocketAddr) -> WsClient {
+        let s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (ws, resp) =
+            tungstenite::client(format!("ws://{addr}/sync"), s).expect("WebSocket upgrade");
+        assert_eq!(resp.status(), 101);
+        WsClient {
+            ws,
+            pending: Default::default(),
+        }
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(tungstenite::Message::text(text))
+            .expect("send to server");
+    }
+
+    pub fn send(&mut self, msg: &serde_json::Value) {
+        self.send_text(&msg.to_string());
+    }
+
+    /// The next sync message from the server (pings skipped; a frame with
+    /// several messages is split).
+    pub fn recv(&mut self) -> serde_json::Value {
+        self.recv_within(Duration::from_secs(10))
+            .expect("a message from the server within 10 s")
+    }
+
+    /// The next sync message, or `None` if none arrives in `wait`.
+    pub fn recv_within(&mut self, wait: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(m) = self.pending.pop_front() {
+                return Some(m);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    for line in t.split('\n') {
+                        let v: serde_json::Value =
+                            serde_json::from_str(line).expect("server sends JSON");
+                        if v.get("type").and_then(|t| t.as_str()) != Some("ping") {
+                            self.pending.push_back(v);
+                        }
+                    }
+                }
+                Ok(tungstenite::Message::Close(c)) => panic!("server closed: {c:?}"),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) => panic!("read from server: {e}"),
+            }
+        }
+    }
+}

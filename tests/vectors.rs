@@ -7,8 +7,8 @@ mod common;
 
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use maia_sync::verify::{
-    Author, ChainState, Header, agent_signer, canonicalize_tx, decode_signature, decode_signer,
-    parse_session_id, short_hash_of_sessions,
+    Author, ChainState, Header, SigCache, agent_signer, canonicalize_tx, decode_signature,
+    decode_signer, parse_session_id, short_hash_of_sessions,
 };
 use serde_json::Value;
 
@@ -112,6 +112,7 @@ fn check_session_file(name: &str) {
                 [&*canon.json],
                 t["signatureAfter"].as_str().unwrap(),
                 &signer,
+                &SigCache::default(),
             )
             .unwrap_or_else(|e| panic!("{name} tx {}: {e}", t["index"]));
         assert_eq!(chain.hash_string(), t["runningHashAfter"].as_str().unwrap());
@@ -131,6 +132,7 @@ fn check_session_file(name: &str) {
             txs.iter().map(|t| &*t.json),
             entry["lastSignature"].as_str().unwrap(),
             &signer,
+            &SigCache::default(),
         )
         .is_ok();
     assert_eq!(
@@ -171,6 +173,7 @@ fn tampered_batches_get_cojsons_verdict() {
                     txs.iter().map(|t| &*t.json),
                     prefix["sig"].as_str().unwrap(),
                     &signer,
+                    &SigCache::default(),
                 )
                 .unwrap_or_else(|e| panic!("{note}: prefix: {e}"));
         }
@@ -186,6 +189,7 @@ fn tampered_batches_get_cojsons_verdict() {
                         txs.iter().map(|t| &*t.json),
                         c["lastSignature"].as_str().unwrap(),
                         &signer,
+                        &SigCache::default(),
                     )
                     .map(|_| txs)
             });
@@ -243,6 +247,7 @@ fn account_sessions_resolve_to_the_initial_admin() {
                     txs.iter().map(|t| &*t.json),
                     entry["lastSignature"].as_str().unwrap(),
                     &key,
+                    &SigCache::default(),
                 )
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }

@@ -72,7 +72,15 @@ pub struct SqliteStore {
     path: PathBuf,
     in_transaction: bool,
     covalue_rows: HashMap<Arc<str>, i64>,
+    session_rows: HashMap<(i64, Arc<str>), i64>,
+    /// Session rowID → (lastIdx, lastSignature, bytesSinceLastSignature)
+    /// to write at the end of the turn.
+    dirty_sessions: HashMap<i64, (u32, Arc<str>, u64)>,
 }
+
+/// Row ID caches are dropped when they reach this many entries, so they
+/// never grow with the database.
+const ROW_CACHE_LIMIT: usize = 100_000;
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -127,6 +135,8 @@ impl SqliteStore {
             path: path.to_path_buf(),
             in_transaction: false,
             covalue_rows: HashMap::new(),
+            session_rows: HashMap::new(),
+            dirty_sessions: HashMap::new(),
         })
     }
 
@@ -154,8 +164,44 @@ impl SqliteStore {
             .and_then(|mut s| s.query_row([&**id], |r| r.get(0)).optional())
             .map_err(backend)?;
         if let Some(r) = row {
+            if self.covalue_rows.len() >= ROW_CACHE_LIMIT {
+                self.covalue_rows.clear();
+            }
             self.covalue_rows.insert(id.clone(), r);
         }
+        Ok(row)
+    }
+
+    /// The rowID of a session, inserting its row if it is new. The row's
+    /// counters are brought up to date once per turn, in `commit`.
+    fn session_row(&mut self, co_row: i64, a: &SessionAppend) -> Result<i64, StoreError> {
+        let key = (co_row, a.session_id.clone());
+        if let Some(r) = self.session_rows.get(&key) {
+            return Ok(*r);
+        }
+        let existing: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT rowID FROM sessions WHERE sessionID = ?1 AND coValue = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![&*a.session_id, co_row], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(backend)?;
+        let row = match existing {
+            Some(r) => r,
+            None => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO sessions (coValue, sessionID, lastIdx, lastSignature, bytesSinceLastSignature)
+                     VALUES (?1, ?2, 0, NULL, 0) RETURNING rowID",
+                )
+                .and_then(|mut s| s.query_row(params![co_row, &*a.session_id], |r| r.get(0)))
+                .map_err(backend)?,
+        };
+        if self.session_rows.len() >= ROW_CACHE_LIMIT {
+            self.session_rows.clear();
+        }
+        self.session_rows.insert(key, row);
         Ok(row)
     }
 
@@ -167,30 +213,7 @@ impl SqliteStore {
             )));
         };
         let last_idx = a.first_idx + a.txs.len() as u32;
-        let ses: i64 = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO sessions (coValue, sessionID, lastIdx, lastSignature, bytesSinceLastSignature)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (sessionID, coValue) DO UPDATE SET
-                   lastIdx = excluded.lastIdx,
-                   lastSignature = excluded.lastSignature,
-                   bytesSinceLastSignature = excluded.bytesSinceLastSignature
-                 RETURNING rowID",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        co_row,
-                        &*a.session_id,
-                        last_idx,
-                        &*a.last_signature,
-                        a.bytes_since_last_signature as i64
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .map_err(backend)?;
+        let ses = self.session_row(co_row, a)?;
         if a.checkpoint {
             self.conn
                 .prepare_cached("INSERT OR REPLACE INTO signatureAfter (ses, idx, signature) VALUES (?1, ?2, ?3)")
@@ -207,6 +230,30 @@ impl SqliteStore {
             .map_err(backend)?;
         for (i, tx) in a.txs.iter().enumerate() {
             stmt.execute(params![ses, a.first_idx + i as u32, &**tx])
+                .map_err(backend)?;
+        }
+        self.dirty_sessions.insert(
+            ses,
+            (
+                last_idx,
+                a.last_signature.clone(),
+                a.bytes_since_last_signature,
+            ),
+        );
+        Ok(())
+    }
+
+    /// Writes the final counters of every session appended to this turn.
+    fn flush_sessions(&mut self) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE sessions SET lastIdx = ?1, lastSignature = ?2, bytesSinceLastSignature = ?3
+                 WHERE rowID = ?4",
+            )
+            .map_err(backend)?;
+        for (ses, (last_idx, sig, bytes)) in self.dirty_sessions.drain() {
+            stmt.execute(params![last_idx, &*sig, bytes as i64, ses])
                 .map_err(backend)?;
         }
         Ok(())
@@ -291,6 +338,9 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let id: Arc<str> = Arc::from(id);
+        if self.covalue_rows.len() >= ROW_CACHE_LIMIT {
+            self.covalue_rows.clear();
+        }
         self.covalue_rows.insert(id.clone(), co_row);
         let sessions = self.load_sessions(co_row, &id)?;
         Ok(Some(StoredCoValue {
@@ -316,6 +366,7 @@ impl Store for SqliteStore {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         if self.in_transaction {
+            self.flush_sessions()?;
             self.conn.execute_batch("COMMIT").map_err(backend)?;
             self.in_transaction = false;
         }
@@ -331,5 +382,7 @@ impl Store for SqliteStore {
         }
         // Row IDs handed out inside the rolled-back transaction are void.
         self.covalue_rows.clear();
+        self.session_rows.clear();
+        self.dirty_sessions.clear();
     }
 }

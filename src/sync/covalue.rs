@@ -5,7 +5,7 @@
 use super::known::KnownState;
 use super::outgoing::{self, ChunkOut};
 use crate::storage::{SessionAppend, StoredCoValue};
-use crate::verify::{CanonicalTx, ChainState, Header, VerifyError, canonicalize_tx};
+use crate::verify::{CanonicalTx, ChainState, Header, SigCache, VerifyError, canonicalize_tx};
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -106,6 +106,11 @@ impl CoValue {
         self.index.get(session).map(|&i| &self.sessions[i])
     }
 
+    /// The running hash, count and signer of a session.
+    pub fn chain(&self, session: &str) -> Option<(&ChainState, u32, VerifyingKey)> {
+        self.session(session).map(|s| (&s.chain, s.len(), s.signer))
+    }
+
     pub fn session_signer(&self, session: &str) -> Option<VerifyingKey> {
         self.session(session).map(|s| s.signer)
     }
@@ -137,17 +142,21 @@ impl CoValue {
         signer: VerifyingKey,
         txs: Vec<CanonicalTx>,
         signature: &str,
+        cache: &SigCache,
     ) -> Result<SessionAppend, VerifyError> {
         let existing = self.index.get(session_id).copied();
         let next = match existing {
             Some(i) => {
                 let s = &self.sessions[i];
                 s.chain
-                    .verify_batch(txs.iter().map(|t| &*t.json), signature, &s.signer)?
+                    .verify_batch(txs.iter().map(|t| &*t.json), signature, &s.signer, cache)?
             }
-            None => {
-                ChainState::new().verify_batch(txs.iter().map(|t| &*t.json), signature, &signer)?
-            }
+            None => ChainState::new().verify_batch(
+                txs.iter().map(|t| &*t.json),
+                signature,
+                &signer,
+                cache,
+            )?,
         };
         // The session exists only once a batch verified, so a rejected first
         // batch leaves nothing behind.
@@ -255,7 +264,7 @@ impl CoValue {
         let mut start = 0usize;
         for (end, sig) in cuts {
             let batch: Vec<CanonicalTx> = canon[start..=end as usize].to_vec();
-            let append = self.append(&s.session_id, signer, batch, &sig)?;
+            let append = self.append(&s.session_id, signer, batch, &sig, &SigCache::default())?;
             // Keep exactly the stored checkpoints rather than re-deriving them.
             let session = self.sessions.last_mut().filter(|x| x.id == s.session_id);
             if let Some(session) = session {

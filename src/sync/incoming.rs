@@ -2,6 +2,7 @@
 //! typed so the engine can log exactly what was wrong.
 
 use super::known::KnownState;
+use crate::verify::{CanonicalTx, VerifyError};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ pub struct SessionEntry {
     pub after: u32,
     pub txs: Vec<Value>,
     pub last_signature: String,
+    /// Canonical forms of `txs`, filled in by the turn's batch pass.
+    pub canon: Option<Vec<Result<CanonicalTx, VerifyError>>>,
 }
 
 pub struct Content {
@@ -176,6 +179,7 @@ fn session_entries(new: Map<String, Value>) -> Result<Vec<SessionEntry>, ParseEr
             after,
             txs,
             last_signature,
+            canon: None,
         });
     }
     Ok(out)

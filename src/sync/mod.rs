@@ -8,6 +8,7 @@ mod incoming;
 mod known;
 mod outgoing;
 mod peer;
+mod prepass;
 
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -16,7 +17,7 @@ mod tests;
 
 use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{Store, Write};
-use crate::verify::{Author, CanonicalTx, Header, VerifyError};
+use crate::verify::{Author, CanonicalTx, Header, SigCache, VerifyError};
 use crate::verify::{agent_signer, canonicalize_tx, parse_session_id, short_hash_of_sessions};
 use covalue::CoValue;
 use ed25519_dalek::VerifyingKey;
@@ -59,6 +60,10 @@ pub struct Engine {
     turn_writers: BTreeSet<PeerId>,
     /// Peers whose connection must be closed (see `take_resets`).
     resets: Vec<PeerId>,
+    /// Messages received this turn, processed in `end_turn` (after a batch
+    /// signature check over all of them).
+    inbox: Vec<(PeerId, Incoming)>,
+    sig_cache: SigCache,
 }
 
 /// Default for `Engine::set_memory_budget`.
@@ -101,6 +106,8 @@ impl Engine {
             turn: 0,
             turn_writers: BTreeSet::new(),
             resets: Vec::new(),
+            inbox: Vec::new(),
+            sig_cache: SigCache::default(),
         }
     }
 
@@ -169,6 +176,8 @@ impl Engine {
 
     /// The peer's connection is gone; all its state is dropped.
     pub fn disconnect(&mut self, peer: PeerId) {
+        // What the peer sent before leaving is still applied (and stored).
+        self.process_inbox();
         if let Some(p) = self.peers.remove(&peer) {
             for id in p.known.keys() {
                 if let Some(subs) = self.subscribers.get_mut(id) {
@@ -200,15 +209,29 @@ impl Engine {
         }
         for v in values {
             match incoming::parse(v) {
-                Ok(msg) => self.handle(peer, msg),
+                Ok(msg) => self.inbox.push((peer, msg)),
                 Err(e) => warn!("peer {}: ignoring message: {e}", peer.0),
             }
         }
     }
 
+    /// Applies every message received so far, in arrival order.
+    fn process_inbox(&mut self) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.prepass(&mut inbox);
+        for (peer, msg) in inbox {
+            self.handle(peer, msg);
+        }
+        self.sig_cache.clear();
+    }
+
     /// End of a loop turn: commit the turn's writes, then hand out every
     /// message that waited for that commit, in order.
     pub fn end_turn(&mut self, out: &mut Vec<Outgoing>) {
+        self.process_inbox();
         match self.store.commit() {
             Ok(()) => {
                 out.append(&mut self.outbox);
@@ -638,12 +661,22 @@ impl Engine {
                     }
                 },
             };
-            let canon: Result<Vec<CanonicalTx>, VerifyError> =
-                s.txs[skip..].iter().map(canonicalize_tx).collect();
+            let canon: Result<Vec<CanonicalTx>, VerifyError> = match s.canon {
+                Some(all) => all.into_iter().skip(skip).collect(),
+                None => s.txs[skip..].iter().map(canonicalize_tx).collect(),
+            };
             let result = canon.and_then(|txs| {
                 self.covalues
                     .get_mut(&id)
-                    .map(|cv| cv.append(&s.session_id, signer, txs, &s.last_signature))
+                    .map(|cv| {
+                        cv.append(
+                            &s.session_id,
+                            signer,
+                            txs,
+                            &s.last_signature,
+                            &self.sig_cache,
+                        )
+                    })
                     .unwrap_or(Err(VerifyError::BadHeader("CoValue vanished".into())))
             });
             match result {

@@ -441,3 +441,69 @@ fn reconcile_is_acked_after_the_pending_loads_complete() {
     );
     assert_eq!(r, vec![json!({"action":"reconcile-ack","id":"b3"})]);
 }
+
+/// Several batches in one loop turn are verified together; a forged one in
+/// the middle is still rejected on its own and only what depends on it
+/// (the next batch of the same session) is refused, as a gap.
+#[test]
+fn a_forged_batch_inside_a_turn_is_found_and_the_rest_accepted() {
+    let agent = Agent::new(31);
+    let forger = Agent::new(32);
+    let sid = agent.session("t");
+    let (h1, id1) = allow_all_map("turn-1");
+    let (h2, id2) = allow_all_map("turn-2");
+    let mut w1 = Writer::new();
+    let mut w2 = Writer::new();
+    let a = w1.batch(&agent, &["[1]".to_string()]);
+    let b = w1.batch(&agent, &["[2]".to_string()]);
+    // A forged batch 3: right transactions, signed by another key.
+    let mut forged_w = Writer::new();
+    forged_w.batch(&forger, &["[1]".to_string()]);
+    forged_w.batch(&forger, &["[2]".to_string()]);
+    let mut c = forged_w.batch(&forger, &["[3]".to_string()]);
+    let real_c = w1.batch(&agent, &["[3]".to_string()]);
+    c.1 = real_c.1.clone();
+    let d = w1.batch(&agent, &["[4]".to_string()]);
+    let other = w2.batch(&agent, &["[x]".to_string()]);
+    let frame = [
+        content(&id1, Some(&h1), &sid, &a),
+        content(&id1, None, &sid, &b),
+        content(&id1, None, &sid, &c),
+        content(&id1, None, &sid, &d),
+        content(&id2, Some(&h2), &sid, &other),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let mut e = engine();
+    e.connect(A);
+    e.receive_frame(A, &frame);
+    let r = only(A, &drain(&mut e));
+    let acks: Vec<(Value, Value, Value)> = r
+        .iter()
+        .map(|m| {
+            (
+                m["id"].clone(),
+                m["sessions"][&sid].clone(),
+                m.get("isCorrection").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            (json!(id1), json!(1), Value::Null),
+            (json!(id1), json!(2), Value::Null),
+            (json!(id1), json!(2), Value::Null), // forged: nothing accepted
+        ]
+        .into_iter()
+        .chain(std::iter::once((json!(id2), json!(1), Value::Null)))
+        .collect::<Vec<_>>(),
+        "batch d is ignored: the CoValue is errored for this peer after the forgery"
+    );
+    // Another peer can continue the session from the real batch 3.
+    e.connect(B);
+    let r = only(B, &send(&mut e, B, &content(&id1, None, &sid, &real_c)));
+    assert_eq!(r[0]["sessions"][&sid], 3);
+}

@@ -6,6 +6,7 @@
 mod encoding;
 mod header;
 mod session;
+mod signature;
 mod transaction;
 
 pub use encoding::{
@@ -13,4 +14,5 @@ pub use encoding::{
 };
 pub use header::{Header, RulesetKind};
 pub use session::{Author, ChainState, agent_signer, parse_session_id};
+pub use signature::{SigCache, SigCheck, signed_bytes, verify_signature};
 pub use transaction::{CanonicalTx, canonicalize_tx};

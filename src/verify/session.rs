@@ -1,8 +1,9 @@
 //! Sessions: who signs them (PROTOCOL.md §3.4) and the running hash chain
 //! whose signature is checked batch by batch (§3.3).
 
-use super::encoding::{VerifyError, decode_signature, decode_signer, hash_string};
-use ed25519_dalek::{Verifier, VerifyingKey};
+use super::encoding::{VerifyError, decode_signer, hash_string};
+use super::signature::{SigCache, verify_signature};
+use ed25519_dalek::VerifyingKey;
 
 /// The author named in a session ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,26 +51,36 @@ impl ChainState {
         Self::default()
     }
 
+    /// The state after appending `txs` to the prefix (no signature check).
+    pub fn extend<'a>(&self, txs: impl IntoIterator<Item = &'a str>) -> ChainState {
+        let mut next = self.clone();
+        for tx in txs {
+            next.hasher.update(tx.as_bytes());
+        }
+        next
+    }
+
+    /// BLAKE3 digest of the prefix.
+    pub fn digest(&self) -> [u8; 32] {
+        *self.hasher.finalize().as_bytes()
+    }
+
     /// Hashes `txs` after the current prefix and checks `signature` over the
-    /// result. On success returns the advanced state; `self` is untouched
-    /// either way, so a rejected batch leaves nothing behind.
+    /// result (unless `cache` already holds that verdict). On success
+    /// returns the advanced state; `self` is untouched either way, so a
+    /// rejected batch leaves nothing behind.
     pub fn verify_batch<'a>(
         &self,
         txs: impl IntoIterator<Item = &'a str>,
         signature: &str,
         signer: &VerifyingKey,
+        cache: &SigCache,
     ) -> Result<ChainState, VerifyError> {
-        let sig = decode_signature(signature)?;
-        let mut next = self.clone();
-        for tx in txs {
-            next.hasher.update(tx.as_bytes());
+        let next = self.extend(txs);
+        let digest = next.digest();
+        if !cache.contains(signer, &digest, signature) {
+            verify_signature(signer, &digest, signature)?;
         }
-        let quoted = format!("\"{}\"", next.hash_string());
-        // cojson's core uses the plain (non-strict) RFC 8032 check; the same
-        // function accepts exactly the same signatures.
-        signer
-            .verify(quoted.as_bytes(), &sig)
-            .map_err(|_| VerifyError::SignatureMismatch)?;
         Ok(next)
     }
 

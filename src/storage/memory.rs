@@ -25,6 +25,8 @@ impl MemoryStore {
                         sessions: Vec::new(),
                     });
             }
+            // Everything here was verified on the way in.
+            Write::Verified { .. } => {}
             Write::Append(a) => {
                 let Some(cv) = self.committed.get_mut(&*a.co_id) else {
                     return;
@@ -42,6 +44,7 @@ impl MemoryStore {
                             last_signature: a.last_signature.clone(),
                             signature_after: Vec::new(),
                             bytes_since_last_signature: 0,
+                            vouched: None,
                         });
                         cv.sessions.last_mut().expect("just pushed")
                     }
@@ -62,6 +65,7 @@ impl MemoryStore {
                         .push((s.txs.len() as u32 - 1, a.last_signature));
                 }
                 s.bytes_since_last_signature = a.bytes_since_last_signature;
+                s.vouched = Some(a.digest);
             }
         }
     }

@@ -27,6 +27,10 @@ pub struct StoredSession {
     pub signature_after: Vec<(u32, Arc<str>)>,
     /// cojson's size counter since the last `signature_after` row.
     pub bytes_since_last_signature: u64,
+    /// The running-hash digest maia-sync verified for exactly this prefix
+    /// (same count, same last signature), if it did: a load whose re-hash
+    /// gives the same digest needs no Ed25519 check.
+    pub vouched: Option<[u8; 32]>,
 }
 
 /// A whole stored CoValue.
@@ -51,13 +55,27 @@ pub struct SessionAppend {
     pub checkpoint: bool,
     /// The session's size counter after this append (cojson's rule).
     pub bytes_since_last_signature: u64,
+    /// Running-hash digest after this append (it carries `last_signature`).
+    pub digest: [u8; 32],
 }
 
 /// A write handed to storage; a turn's writes commit together.
 #[derive(Debug, Clone)]
 pub enum Write {
-    Header { co_id: Arc<str>, header: Arc<str> },
+    Header {
+        co_id: Arc<str>,
+        header: Arc<str>,
+    },
     Append(SessionAppend),
+    /// A stored session (written by another program) passed verification
+    /// when loaded: remember it so the next load can skip the check.
+    Verified {
+        co_id: Arc<str>,
+        session_id: Arc<str>,
+        count: u32,
+        last_signature: Arc<str>,
+        digest: [u8; 32],
+    },
 }
 
 #[derive(Debug)]

@@ -64,8 +64,15 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// (rowID, sessionID, lastIdx, lastSignature, bytesSinceLastSignature)
-type SessionRow = (i64, String, i64, Option<String>, Option<i64>);
+/// (rowID, sessionID, lastIdx, lastSignature, bytesSinceLastSignature, vouched)
+type SessionRow = (
+    i64,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<[u8; 32]>,
+);
 
 pub struct SqliteStore {
     conn: Connection,
@@ -73,10 +80,24 @@ pub struct SqliteStore {
     in_transaction: bool,
     covalue_rows: HashMap<Arc<str>, i64>,
     session_rows: HashMap<(i64, Arc<str>), i64>,
-    /// Session rowID → (lastIdx, lastSignature, bytesSinceLastSignature)
-    /// to write at the end of the turn.
-    dirty_sessions: HashMap<i64, (u32, Arc<str>, u64)>,
+    /// Session rowID → (lastIdx, lastSignature, bytesSinceLastSignature,
+    /// digest) to write at the end of the turn.
+    dirty_sessions: HashMap<i64, (u32, Arc<str>, u64, [u8; 32])>,
 }
+
+/// maia-sync's own table (cojson ignores tables it does not know): the
+/// session prefixes maia-sync has verified, so reloading them needs no
+/// Ed25519 checks. A row only counts while `lastIdx` and `lastSignature`
+/// of the session still match it; anything else is verified again.
+const VOUCH_TABLE: &str = "CREATE TABLE IF NOT EXISTS maia_verified_sessions (
+      ses INTEGER PRIMARY KEY,
+      verifiedIdx INTEGER NOT NULL,
+      lastSignature TEXT NOT NULL,
+      digest BLOB NOT NULL
+    );";
+const VOUCH_SQL: &str =
+    "INSERT OR REPLACE INTO maia_verified_sessions (ses, verifiedIdx, lastSignature, digest)
+     VALUES (?1, ?2, ?3, ?4)";
 
 /// Row ID caches are dropped when they reach this many entries, so they
 /// never grow with the database.
@@ -124,6 +145,7 @@ impl SqliteStore {
         conn.execute_batch(&format!("PRAGMA synchronous = {};", sync.pragma()))
             .map_err(sqlite_err)?;
         let from = schema::migrate(&mut conn).map_err(sqlite_err)?;
+        conn.execute_batch(VOUCH_TABLE).map_err(sqlite_err)?;
         if from != SCHEMA_VERSION {
             log::info!(
                 "{}: migrated cojson schema from version {from} to {SCHEMA_VERSION}",
@@ -238,6 +260,7 @@ impl SqliteStore {
                 last_idx,
                 a.last_signature.clone(),
                 a.bytes_since_last_signature,
+                a.digest,
             ),
         );
         Ok(())
@@ -252,8 +275,13 @@ impl SqliteStore {
                  WHERE rowID = ?4",
             )
             .map_err(backend)?;
-        for (ses, (last_idx, sig, bytes)) in self.dirty_sessions.drain() {
+        let mut vouch = self.conn.prepare_cached(VOUCH_SQL).map_err(backend)?;
+        for (ses, (last_idx, sig, bytes, digest)) in self.dirty_sessions.drain() {
             stmt.execute(params![last_idx, &*sig, bytes as i64, ses])
+                .map_err(backend)?;
+            // Everything maia-sync appends was verified on the way in.
+            vouch
+                .execute(params![ses, last_idx, &*sig, &digest[..]])
                 .map_err(backend)?;
         }
         Ok(())
@@ -273,18 +301,29 @@ impl SqliteStore {
         let rows: Vec<SessionRow> = self
             .conn
             .prepare_cached(
-                "SELECT rowID, sessionID, lastIdx, lastSignature, bytesSinceLastSignature
-                 FROM sessions WHERE coValue = ? ORDER BY rowID",
+                "SELECT s.rowID, s.sessionID, s.lastIdx, s.lastSignature, s.bytesSinceLastSignature,
+                        CASE WHEN v.verifiedIdx = s.lastIdx AND v.lastSignature = s.lastSignature
+                             THEN v.digest END
+                 FROM sessions s LEFT JOIN maia_verified_sessions v ON v.ses = s.rowID
+                 WHERE s.coValue = ? ORDER BY s.rowID",
             )
             .and_then(|mut s| {
                 s.query_map([co_row], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get::<_, Option<Vec<u8>>>(5)?
+                            .and_then(|d| <[u8; 32]>::try_from(d).ok()),
+                    ))
                 })?
                 .collect()
             })
             .map_err(backend)?;
         let mut sessions = Vec::with_capacity(rows.len());
-        for (ses, session_id, last_idx, last_sig, bytes) in rows {
+        for (ses, session_id, last_idx, last_sig, bytes, vouched) in rows {
             let txs: Vec<(i64, String)> = self
                 .conn
                 .prepare_cached(
@@ -321,6 +360,7 @@ impl SqliteStore {
                 last_signature: Arc::from(last_signature),
                 signature_after,
                 bytes_since_last_signature: bytes.unwrap_or(0).max(0) as u64,
+                vouched,
             });
         }
         Ok(sessions)
@@ -361,6 +401,36 @@ impl Store for SqliteStore {
                 Ok(())
             }
             Write::Append(a) => self.append(&a),
+            Write::Verified {
+                co_id,
+                session_id,
+                count,
+                last_signature,
+                digest,
+            } => {
+                let Some(co_row) = self.covalue_row(&co_id)? else {
+                    return Ok(());
+                };
+                let ses: Option<i64> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT rowID FROM sessions WHERE sessionID = ?1 AND coValue = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![&*session_id, co_row], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(backend)?;
+                if let Some(ses) = ses {
+                    self.conn
+                        .prepare_cached(VOUCH_SQL)
+                        .and_then(|mut s| {
+                            s.execute(params![ses, count, &*last_signature, &digest[..]])
+                        })
+                        .map_err(backend)?;
+                }
+                Ok(())
+            }
         }
     }
 

@@ -198,3 +198,79 @@ fn a_failed_commit_sends_no_ack_and_the_retry_is_accepted() {
     );
     assert_eq!(only(c, &out)[0]["action"], "content");
 }
+
+fn fixture_copy(dir: &TempDir) -> std::path::PathBuf {
+    let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/cojson-0.20.19-sample.db");
+    let dst = dir.0.join("fixture.db");
+    std::fs::copy(&src, &dst).unwrap();
+    let mut perms = std::fs::metadata(&dst).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&dst, perms).unwrap();
+    dst
+}
+
+fn tamper(path: &std::path::Path) {
+    // The map's trusting transaction idx 5 sets plain = "readable-in-db".
+    let c = rusqlite::Connection::open(path).unwrap();
+    let n = c
+        .execute(
+            "UPDATE transactions SET tx = replace(tx, 'readable-in-db', 'forged-in-db') WHERE ses = 5 AND idx = 5",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+fn served_count(path: &std::path::Path, id: &str, peer: PeerId) -> usize {
+    let mut e = Engine::new(Box::new(
+        SqliteStore::open(path, Synchronous::Full).unwrap(),
+    ));
+    e.connect(peer);
+    load_all(&mut e, peer, id)
+        .iter()
+        .map(|m| {
+            m["new"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|s| s["newTransactions"].as_array().unwrap().len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Stored sessions are verified when first loaded; maia-sync then vouches
+/// for them, and the vouch still notices a transaction changed later.
+#[test]
+fn tampered_stored_transactions_are_never_served() {
+    let map = "co_zC83sAnVGMNjVAJ1ewwPmRvTMxc";
+    // Tampered before maia-sync ever saw the file.
+    let dir = TempDir::new("tamper-before");
+    let path = fixture_copy(&dir);
+    tamper(&path);
+    assert_eq!(
+        served_count(&path, map, A),
+        0,
+        "the forged session is withheld"
+    );
+    // Verified (and vouched for) first, tampered afterwards.
+    let dir = TempDir::new("tamper-after");
+    let path = fixture_copy(&dir);
+    assert_eq!(served_count(&path, map, A), 8);
+    let vouched: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM maia_verified_sessions", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(vouched >= 1, "loading recorded the verification");
+    assert_eq!(served_count(&path, map, B), 8, "vouched reload serves it");
+    tamper(&path);
+    assert_eq!(
+        served_count(&path, map, B),
+        0,
+        "a changed transaction breaks the vouch"
+    );
+}

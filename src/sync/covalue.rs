@@ -4,8 +4,10 @@
 
 use super::known::KnownState;
 use super::outgoing::{self, ChunkOut};
-use crate::storage::{SessionAppend, StoredCoValue};
-use crate::verify::{CanonicalTx, ChainState, Header, SigCache, VerifyError, canonicalize_tx};
+use crate::storage::{SessionAppend, StoredCoValue, Write};
+use crate::verify::{
+    CanonicalTx, ChainState, Header, SigCache, SigCheck, VerifyError, canonicalize_tx,
+};
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -212,37 +214,54 @@ impl CoValue {
             last_signature: signature,
             checkpoint,
             bytes_since_last_signature: session.bytes_since_checkpoint,
+            digest: session.chain.digest(),
         })
     }
 
     /// Rebuilds a CoValue from storage, re-verifying every session's chain
     /// at each stored signature. A session that fails is left out (and
     /// logged): it is never served. `signer_of` resolves account authors.
+    /// Also returns the sessions that were checked with Ed25519 now (the
+    /// store did not vouch for them), so the caller can record them.
     pub fn from_stored(
         stored: StoredCoValue,
         signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
-    ) -> Result<CoValue, VerifyError> {
+    ) -> Result<(CoValue, Vec<Write>), VerifyError> {
         let header_value: Value = serde_json::from_str(&stored.header)
             .map_err(|e| VerifyError::BadHeader(format!("stored header is not JSON: {e}")))?;
         let header = Header::verify(&header_value, &stored.id)?;
         let mut cv = CoValue::new(stored.id.clone(), stored.header.clone(), header);
+        let mut newly_verified = Vec::new();
         for s in stored.sessions {
-            if let Err(e) = cv.load_session(&s, signer_of) {
-                log::warn!(
+            match cv.load_session(&s, signer_of) {
+                Ok(Some(digest)) => newly_verified.push(Write::Verified {
+                    co_id: stored.id.clone(),
+                    session_id: s.session_id.clone(),
+                    count: s.txs.len() as u32,
+                    last_signature: s.last_signature.clone(),
+                    digest,
+                }),
+                Ok(None) => {}
+                Err(e) => log::warn!(
                     "stored session {} of {} fails verification and will not be served: {e}",
                     s.session_id,
                     stored.id
-                );
+                ),
             }
         }
-        Ok(cv)
+        Ok((cv, newly_verified))
     }
 
+    /// Adds a stored session after checking its chain: the running hash at
+    /// every stored signature point must carry that signature. A session
+    /// the store vouches for (maia-sync verified exactly this prefix before
+    /// and the re-hash gives the same digest) needs no Ed25519 check.
+    /// Returns the digest when the signatures were checked now.
     fn load_session(
         &mut self,
         s: &crate::storage::StoredSession,
         signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Option<[u8; 32]>, VerifyError> {
         let signer = super::resolve_signer(&s.session_id, signer_of)?;
         let mut canon = Vec::with_capacity(s.txs.len());
         for tx in &s.txs {
@@ -251,6 +270,9 @@ impl CoValue {
             canon.push(canonicalize_tx(&v)?);
         }
         let len = canon.len() as u32;
+        if len == 0 || self.index.contains_key(&s.session_id) {
+            return Ok(None);
+        }
         // Cut points: stored checkpoints below the end, and the end.
         let mut cuts: Vec<(u32, Arc<str>)> = s
             .signature_after
@@ -258,27 +280,62 @@ impl CoValue {
             .filter(|(i, _)| *i + 1 < len)
             .cloned()
             .collect();
-        if len > 0 {
-            cuts.push((len - 1, s.last_signature.clone()));
-        }
+        cuts.push((len - 1, s.last_signature.clone()));
+        let mut chain = ChainState::new();
+        let mut checks = Vec::with_capacity(cuts.len());
         let mut start = 0usize;
-        for (end, sig) in cuts {
-            let batch: Vec<CanonicalTx> = canon[start..=end as usize].to_vec();
-            let append = self.append(&s.session_id, signer, batch, &sig, &SigCache::default())?;
-            // Keep exactly the stored checkpoints rather than re-deriving them.
-            let session = self.sessions.last_mut().filter(|x| x.id == s.session_id);
-            if let Some(session) = session {
-                session
-                    .checkpoints
-                    .remove(&(append.first_idx + append.txs.len() as u32 - 1));
-                if end + 1 < len {
-                    session.checkpoints.insert(end, sig.clone());
-                }
-                session.bytes_since_checkpoint = s.bytes_since_last_signature;
-            }
-            start = end as usize + 1;
+        for (end, sig) in &cuts {
+            chain = chain.extend(canon[start..=*end as usize].iter().map(|t| &*t.json));
+            checks.push((chain.digest(), sig.clone()));
+            start = *end as usize + 1;
         }
-        Ok(())
+        let digest = chain.digest();
+        let vouched = s.vouched == Some(digest);
+        if !vouched {
+            let mut cache = SigCache::default();
+            cache.verify_all(
+                checks
+                    .iter()
+                    .map(|(digest, sig)| SigCheck {
+                        signer,
+                        digest: *digest,
+                        signature: sig.to_string(),
+                    })
+                    .collect(),
+            );
+            if let Some((_, sig)) = checks
+                .iter()
+                .find(|(digest, sig)| !cache.contains(&signer, digest, sig))
+            {
+                return Err(match crate::verify::decode_signature(sig) {
+                    Err(e) => e,
+                    Ok(_) => VerifyError::SignatureMismatch,
+                });
+            }
+        }
+        let mut session = Session::new(s.session_id.clone(), signer);
+        session.chain = chain;
+        session.last_signature = s.last_signature.clone();
+        session.bytes_since_checkpoint = s.bytes_since_last_signature;
+        session.checkpoints = cuts[..cuts.len() - 1].iter().cloned().collect();
+        self.bytes += 2048 + s.session_id.len();
+        for t in canon {
+            self.bytes += t.json.len() + TX_OVERHEAD;
+            session.sizes.push(t.size_utf16);
+            if self.header.is_group() {
+                learn_group_deps(&t.json, &mut self.learnt_deps);
+            }
+            session.txs.push(t.json);
+        }
+        if s.session_id.starts_with("co_")
+            && let Some(at) = s.session_id.find("_session")
+        {
+            self.learnt_deps.insert(Arc::from(&s.session_id[..at]));
+        }
+        self.sessions.push(session);
+        self.index
+            .insert(s.session_id.clone(), self.sessions.len() - 1);
+        Ok((!vouched).then_some(digest))
     }
 
     /// The `content` messages that bring a peer from `peer` (its known

@@ -331,7 +331,12 @@ impl Engine {
             }
         }
         match CoValue::from_stored(stored, &mut |acc| signers.get(acc).copied()) {
-            Ok(mut cv) => {
+            Ok((mut cv, newly_verified)) => {
+                for w in newly_verified {
+                    if let Err(e) = self.store.write(w) {
+                        warn!("cannot record the verification of {id}: {e}");
+                    }
+                }
                 cv.last_used = self.turn;
                 self.insert_covalue(cv);
                 true

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::proxy::IpRange;
+use crate::storage::sqlite::Synchronous;
+
 pub const DEFAULT_PORT: u16 = 4203;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_DB_PATH: &str = "./local-sync.db";
@@ -17,6 +20,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 64 << 20;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MEMORY_BUDGET: usize = crate::sync::DEFAULT_MEMORY_BUDGET;
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -36,6 +41,14 @@ pub struct Config {
     /// A connection with output pending and no write progress for this long
     /// is dropped (the client stopped reading).
     pub write_timeout: Duration,
+    /// SQLite `synchronous`: FULL (an ack survives power loss) or NORMAL.
+    pub sync_mode: Synchronous,
+    /// Approximate cap on memory used for cached CoValues.
+    pub memory_budget: usize,
+    /// TCP peers whose `X-Forwarded-For` header names the real client.
+    pub trusted_proxies: Vec<IpRange>,
+    /// On SIGTERM/SIGINT, how long connections get to close cleanly.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -50,6 +63,10 @@ impl Default for Config {
             max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            sync_mode: Synchronous::Full,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            trusted_proxies: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -179,13 +196,43 @@ const SETTINGS: &[Setting] = &[
         help: "drop a connection whose pending output made no progress this long",
         default: "30000",
     },
+    Setting {
+        flag: "--sync-mode",
+        env: Some("SYNC_MODE"),
+        value_name: Some("MODE"),
+        help: "full (an acknowledged write survives power loss) | normal (survives a crash only; faster)",
+        default: "full",
+    },
+    Setting {
+        flag: "--memory-budget",
+        env: Some("MEMORY_BUDGET"),
+        value_name: Some("BYTES"),
+        help: "memory for CoValues cached between requests (least recently used are evicted)",
+        default: "128M",
+    },
+    Setting {
+        flag: "--trusted-proxies",
+        env: Some("TRUSTED_PROXIES"),
+        value_name: Some("LIST"),
+        help: "comma-separated IPs or CIDR ranges of reverse proxies whose X-Forwarded-For is believed",
+        default: "none",
+    },
+    Setting {
+        flag: "--shutdown-timeout-ms",
+        env: Some("SHUTDOWN_TIMEOUT_MS"),
+        value_name: Some("MS"),
+        help: "on SIGTERM/SIGINT, time connections get to close before they are dropped",
+        default: "10000",
+    },
 ];
 
 /// The `--help` text: every setting with its variable and default.
 pub fn help_text() -> String {
     let mut s = format!(
         "maia-sync {} — sync server for Jazz apps (cojson 0.20)\n\n\
-         Usage: maia-sync [OPTIONS]\n\n\
+         Usage: maia-sync [OPTIONS]\n\
+         \x20      maia-sync backup <DEST> [--db <PATH>]\n\
+         \x20      maia-sync check [--db <PATH>]\n\n\
          Options (a flag wins over its environment variable):\n",
         env!("CARGO_PKG_VERSION")
     );
@@ -202,6 +249,13 @@ pub fn help_text() -> String {
     }
     s.push_str("  --help                           print this help\n");
     s.push_str("  --version                        print the version\n");
+    s.push_str(
+        "\nCommands (instead of serving; both accept --db and DB_PATH as above):\n\
+         \x20 backup <DEST>                    copy the database to DEST while the server may run\n\
+         \x20 check                            verify the database file and every stored signature\n\
+         \nEndpoints: WebSocket on any path; GET /health; GET /metrics (Prometheus text).\n\
+         Signals: SIGTERM or SIGINT close connections (code 1001), flush and exit 0.\n",
+    );
     s
 }
 
@@ -299,6 +353,22 @@ impl Config {
                     c.write_timeout = parse_millis(&value)
                         .ok_or_else(|| bad("a number of ms from 1 to 86400000"))?
                 }
+                "--sync-mode" => {
+                    c.sync_mode = parse_sync_mode(&value).ok_or_else(|| bad("full or normal"))?
+                }
+                "--memory-budget" => {
+                    c.memory_budget =
+                        parse_size(&value).ok_or_else(|| bad("a positive size like 128M"))?
+                }
+                "--trusted-proxies" => {
+                    c.trusted_proxies = IpRange::parse_list(&value).map_err(|_| {
+                        bad("comma-separated IP addresses or CIDR ranges like 127.0.0.1,10.0.0.0/8")
+                    })?
+                }
+                "--shutdown-timeout-ms" => {
+                    c.shutdown_timeout = parse_millis(&value)
+                        .ok_or_else(|| bad("a number of ms from 1 to 86400000"))?
+                }
                 _ => {} // every flag in SETTINGS is handled above
             }
         }
@@ -306,7 +376,15 @@ impl Config {
     }
 }
 
-fn parse_level(s: &str) -> Option<LevelFilter> {
+fn parse_sync_mode(s: &str) -> Option<Synchronous> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "full" => Some(Synchronous::Full),
+        "normal" => Some(Synchronous::Normal),
+        _ => None,
+    }
+}
+
+pub(crate) fn parse_level(s: &str) -> Option<LevelFilter> {
     match s.trim().to_ascii_lowercase().as_str() {
         "error" => Some(LevelFilter::Error),
         "warn" | "warning" => Some(LevelFilter::Warn),
@@ -511,6 +589,58 @@ mod tests {
             "64M",
         ] {
             assert!(h.contains(needle), "help lacks {needle}:\n{h}");
+        }
+    }
+
+    #[test]
+    fn service_settings() {
+        let c = parse(&[], &[]).unwrap();
+        assert_eq!(c.sync_mode, Synchronous::Full);
+        assert_eq!(c.memory_budget, 128 << 20);
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        let env = [
+            ("SYNC_MODE", "NORMAL"),
+            ("MEMORY_BUDGET", "1G"),
+            ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8"),
+            ("SHUTDOWN_TIMEOUT_MS", "2500"),
+        ];
+        let c = parse(&[], &env).unwrap();
+        assert_eq!(c.sync_mode, Synchronous::Normal);
+        assert_eq!(c.memory_budget, 1 << 30);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[1].contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
+        let c = parse(
+            &[
+                "--sync-mode=full",
+                "--trusted-proxies",
+                "",
+                "--memory-budget=64M",
+            ],
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.sync_mode, Synchronous::Full);
+        assert!(
+            c.trusted_proxies.is_empty(),
+            "an empty flag clears the list"
+        );
+        assert_eq!(c.memory_budget, 64 << 20);
+        for (args, source) in [
+            (&["--sync-mode", "off"][..], "--sync-mode"),
+            (&["--memory-budget", "0"][..], "--memory-budget"),
+            (
+                &["--trusted-proxies", "example.com"][..],
+                "--trusted-proxies",
+            ),
+            (&["--shutdown-timeout-ms", "0"][..], "--shutdown-timeout-ms"),
+        ] {
+            let e = parse(args, &[]).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::BadValue { source: s, .. } if s == source),
+                "{e}"
+            );
         }
     }
 

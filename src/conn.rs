@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! Headers ──101──▶ Ws ──peer close──▶ Closing ──▶ (dropped)
-//!    │              └──error with a close code──▶ Linger ──▶ (dropped)
+//!    │              ├──error with a close code──▶ Linger ──▶ (dropped)
+//!    │              └──go_away: drain output, close 1001──▶ Linger
 //!    └──any other answer──────────────────────────▶ Linger ──▶ (dropped)
 //! ```
 //!
@@ -15,22 +16,20 @@
 //! (`on_timer`) and output (`queue_message`, `queue_ping`); every call
 //! returns a [`Progress`] saying what the reactor must do next.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use crate::config::Config;
 use crate::http;
+pub use crate::outbound::{MAX_BATCH_BYTES, OutQueue, ping_text};
 use crate::protocol::PeerId;
+use crate::proxy::{self, IpRange};
 use crate::websocket::{ReadStep, WriteStep, WsStream, close_code_for};
 
-/// cojson's `MAX_OUTGOING_MESSAGES_CHUNK_BYTES`: outgoing messages are joined
-/// into frames of at most this size (a bigger message goes alone).
-pub const MAX_BATCH_BYTES: usize = 25_000;
 /// Per connection per turn, so one busy client cannot starve the others.
 pub const READ_BUDGET_BYTES: usize = 64 * 1024;
 pub const READ_BUDGET_MESSAGES: usize = 64;
@@ -45,6 +44,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub header_timeout: Duration,
     pub write_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (see `proxy`).
+    pub trusted_proxies: Vec<IpRange>,
 }
 
 impl Limits {
@@ -55,6 +56,7 @@ impl Limits {
             max_header_bytes: http::MAX_HEADER_BYTES,
             header_timeout: c.header_timeout,
             write_timeout: c.write_timeout,
+            trusted_proxies: c.trusted_proxies.clone(),
         }
     }
 }
@@ -85,6 +87,8 @@ pub enum CloseReason {
     WriteStalled(Duration),
     /// The engine's storage commit failed; the client must re-sync.
     StorageFailed,
+    /// SIGTERM/SIGINT: the server is stopping (close code 1001).
+    ServerShutdown,
 }
 
 impl CloseReason {
@@ -128,6 +132,7 @@ impl fmt::Display for CloseReason {
             CloseReason::StorageFailed => {
                 f.write_str("storage commit failed; closing so the client reconnects and re-syncs")
             }
+            CloseReason::ServerShutdown => f.write_str("server shutting down"),
             CloseReason::WriteStalled(d) => write!(
                 f,
                 "no write progress for {} ms with output pending (write timeout); client not reading?",
@@ -155,76 +160,15 @@ pub enum Progress {
 /// What a read delivered, in order.
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// The request head is complete (once per connection, before anything
+    /// else). `client` is the address behind a trusted proxy, if any.
+    Head { client: Option<IpAddr> },
+    /// `GET /metrics`: fill in the exposition text.
+    Metrics(&'a mut String),
     /// The WebSocket handshake completed (`path` has no query string).
     Upgraded { path: &'a str },
     /// One complete, non-empty text message.
     Text(&'a str),
-}
-
-/// Outgoing frames not yet handed to the socket, with cojson's batching.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    frames: VecDeque<String>,
-    /// Whether the last frame may still take more messages.
-    open: bool,
-    bytes: usize,
-}
-
-impl OutQueue {
-    /// Adds one sync message, joining it to the last frame with `\n` while
-    /// that frame stays within [`MAX_BATCH_BYTES`].
-    pub fn push_message(&mut self, msg: String) {
-        if msg.is_empty() {
-            return; // an empty line would make the client drop the whole frame
-        }
-        if msg.len() < MAX_BATCH_BYTES
-            && self.open
-            && let Some(last) = self.frames.back_mut()
-            && last.len() + 1 + msg.len() <= MAX_BATCH_BYTES
-        {
-            last.push('\n');
-            last.push_str(&msg);
-            self.bytes += 1 + msg.len();
-            return;
-        }
-        self.open = msg.len() < MAX_BATCH_BYTES;
-        self.bytes += msg.len();
-        self.frames.push_back(msg);
-    }
-
-    /// Adds a frame that must travel alone (a ping).
-    pub fn push_frame(&mut self, frame: String) {
-        self.open = false;
-        self.bytes += frame.len();
-        self.frames.push_back(frame);
-    }
-
-    pub fn pop_front(&mut self) -> Option<String> {
-        let f = self.frames.pop_front()?;
-        self.bytes -= f.len();
-        if self.frames.is_empty() {
-            self.open = false;
-            // Idle connections must stay small: give the ring buffer back.
-            self.frames = VecDeque::new();
-        }
-        Some(f)
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-}
-
-/// `{"type":"ping","time":<epoch ms>,"dc":"unknown"}` (PROTOCOL.md §1.4).
-pub fn ping_text() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("{{\"type\":\"ping\",\"time\":{ms},\"dc\":\"unknown\"}}")
 }
 
 struct WsState {
@@ -237,11 +181,19 @@ struct WsState {
     control_pending: bool,
     /// When output last moved (or became pending): the write-stall clock.
     last_progress: Instant,
+    /// The server is stopping: input is discarded, and once the output is
+    /// out the connection closes with 1001.
+    going_away: bool,
 }
 
 impl WsState {
     fn has_pending(&self) -> bool {
         !self.out.is_empty() || self.in_flight > 0 || self.control_pending
+    }
+
+    /// Going away and every queued frame handed to the kernel.
+    fn ready_to_leave(&self) -> bool {
+        self.going_away && self.out.is_empty() && self.in_flight == 0
     }
 
     fn flush(&mut self, now: Instant) -> Progress {
@@ -286,6 +238,8 @@ struct Linger {
     shut: bool,
     deadline: Instant,
     reason: CloseReason,
+    /// Bytes discarded while lingering (for the metrics).
+    read: u64,
 }
 
 impl Linger {
@@ -297,6 +251,7 @@ impl Linger {
             shut: false,
             deadline: now + CLOSE_LINGER,
             reason,
+            read: 0,
         }
     }
 
@@ -322,8 +277,14 @@ impl Linger {
         loop {
             match self.stream.read(&mut scratch) {
                 Ok(0) => return Progress::Close(self.reason.clone()),
-                Ok(n) if n >= budget => return Progress::Again,
-                Ok(n) => budget -= n,
+                Ok(n) if n >= budget => {
+                    self.read += n as u64;
+                    return Progress::Again;
+                }
+                Ok(n) => {
+                    self.read += n as u64;
+                    budget -= n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Progress::Idle,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Progress::Close(self.reason.clone()),
@@ -355,6 +316,10 @@ pub struct Conn {
     pub id: PeerId,
     pub addr: SocketAddr,
     state: State,
+    /// Bytes moved outside the WebSocket stream's own counters (request
+    /// head, lingering, and a finished WebSocket's totals), for metrics.
+    io_in: u64,
+    io_out: u64,
 }
 
 impl Conn {
@@ -373,6 +338,45 @@ impl Conn {
                 buf: Vec::new(),
                 deadline: now + limits.header_timeout,
             },
+            io_in: 0,
+            io_out: 0,
+        }
+    }
+
+    /// Bytes read from this socket so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.io_in
+            + match &self.state {
+                State::Ws(w) => w.ws.bytes_read(),
+                State::Closing { ws, .. } => ws.bytes_read(),
+                State::Linger(l) => l.read,
+                State::Headers { .. } | State::Gone => 0,
+            }
+    }
+
+    /// Bytes written to this socket so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.io_out
+            + match &self.state {
+                State::Ws(w) => w.ws.bytes_written(),
+                State::Closing { ws, .. } => ws.bytes_written(),
+                State::Linger(l) => l.pos as u64,
+                State::Headers { .. } | State::Gone => 0,
+            }
+    }
+
+    /// Asks the connection to end because the server stops: a WebSocket
+    /// delivers what is queued (acks of committed writes) and then closes
+    /// with 1001; a connection still sending its request head is dropped;
+    /// one already closing just finishes.
+    pub fn go_away(&mut self, now: Instant) -> Progress {
+        match &mut self.state {
+            State::Headers { .. } => Progress::Close(CloseReason::ServerShutdown),
+            State::Ws(w) => {
+                w.going_away = true;
+                self.flush(now)
+            }
+            State::Closing { .. } | State::Linger(_) | State::Gone => Progress::Idle,
         }
     }
 
@@ -426,7 +430,9 @@ impl Conn {
                 stream, deadline, ..
             } if now >= *deadline => {
                 // Best effort: a slowloris client gets no more of our time.
-                let _ = stream.write(&http::request_timeout());
+                if let Ok(n) = stream.write(&http::request_timeout()) {
+                    self.io_out += n as u64;
+                }
                 Progress::Close(CloseReason::HeaderTimeout(limits.header_timeout))
             }
             State::Ws(w) if w.has_pending() && now >= w.last_progress + limits.write_timeout => {
@@ -461,7 +467,12 @@ impl Conn {
     /// Writes pending output within the per-turn write budget.
     pub fn flush(&mut self, now: Instant) -> Progress {
         match &mut self.state {
-            State::Ws(w) => w.flush(now),
+            State::Ws(w) => match w.flush(now) {
+                Progress::Idle if w.ready_to_leave() => {
+                    self.end_ws(Err(CloseReason::ServerShutdown), now)
+                }
+                p => p,
+            },
             State::Closing { ws, reason, .. } => match ws.flush() {
                 // A server's flush reports `Closed` once the reply is out.
                 WriteStep::Closed(_) => Progress::Close(reason.clone()),
@@ -548,15 +559,33 @@ impl Conn {
                 match stream.read(&mut chunk) {
                     Ok(0) => return Progress::Close(CloseReason::NoRequest),
                     Ok(n) => {
+                        self.io_in += n as u64;
                         let from = buf.len();
                         buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
                         if !http::may_be_complete(buf, from) && buf.len() < limits.max_header_bytes
                         {
                             continue;
                         }
-                        match http::process(buf, limits.max_header_bytes) {
+                        let outcome = http::process(buf, limits.max_header_bytes);
+                        if matches!(outcome, http::Outcome::Incomplete) {
+                            continue;
+                        }
+                        // Only a trusted proxy's header is even read.
+                        let client = if proxy::is_trusted(self.addr.ip(), &limits.trusted_proxies) {
+                            let xff = http::forwarded_for(buf);
+                            proxy::forwarded_client(self.addr.ip(), &xff, &limits.trusted_proxies)
+                        } else {
+                            None
+                        };
+                        sink(Event::Head { client });
+                        match outcome {
                             http::Outcome::Incomplete => continue,
                             http::Outcome::Respond(r) => break Ok(r),
+                            http::Outcome::Metrics => {
+                                let mut body = String::new();
+                                sink(Event::Metrics(&mut body));
+                                break Ok(http::metrics_response(&body));
+                            }
                             http::Outcome::Upgrade {
                                 response,
                                 head_len,
@@ -597,6 +626,7 @@ impl Conn {
                     in_flight: 0,
                     control_pending: false,
                     last_progress: now,
+                    going_away: false,
                 });
                 sink(Event::Upgraded { path: &path });
                 // The client may have sent frames right behind its request.
@@ -619,7 +649,9 @@ impl Conn {
                     bytes += t.len();
                     messages += 1;
                     // An empty frame only proves liveness (PROTOCOL.md §1.2).
-                    if !t.is_empty() {
+                    // While going away, nothing new is accepted: it could
+                    // not be acknowledged before the close.
+                    if !t.is_empty() && !w.going_away {
                         sink(Event::Text(t.as_str()));
                     }
                 }
@@ -653,89 +685,18 @@ impl Conn {
             }
             // Tell the client why, if the stream still allows a close frame.
             Err(reason) if close_code_for(&reason).is_some() => {
-                let (stream, bytes) = w.ws.into_close_bytes(&reason);
+                let (stream, bytes, (read, written)) = w.ws.into_close_bytes(&reason);
+                self.io_in += read;
+                self.io_out += written;
                 self.state = State::Linger(Linger::new(stream, bytes, now, reason.clone()));
                 Progress::Ended(reason)
             }
-            Err(reason) => Progress::Close(reason),
+            Err(reason) => {
+                // Dropped right here: keep its byte counts.
+                self.io_in += w.ws.bytes_read();
+                self.io_out += w.ws.bytes_written();
+                Progress::Close(reason)
+            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frames(q: &mut OutQueue) -> Vec<String> {
-        std::iter::from_fn(|| q.pop_front()).collect()
-    }
-
-    #[test]
-    fn messages_are_joined_with_single_newlines() {
-        let mut q = OutQueue::default();
-        for m in ["{\"a\":1}", "", "{\"b\":2}", "{\"c\":3}"] {
-            q.push_message(m.to_string());
-        }
-        assert_eq!(q.bytes(), 23);
-        assert_eq!(frames(&mut q), ["{\"a\":1}\n{\"b\":2}\n{\"c\":3}"]);
-        assert!(q.is_empty());
-        assert_eq!(q.bytes(), 0);
-    }
-
-    #[test]
-    fn a_frame_is_cut_before_it_would_pass_the_limit() {
-        let mut q = OutQueue::default();
-        let half = "x".repeat(12_499);
-        q.push_message(half.clone());
-        q.push_message(half.clone()); // 12_499 * 2 + 1 = 24_999: fits
-        q.push_message("y".to_string()); // 25_001 would not fit
-        q.push_message("z".to_string());
-        let f = frames(&mut q);
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[0], format!("{half}\n{half}"));
-        assert_eq!(f[1], "y\nz");
-        // Exactly 25_000 is still allowed.
-        q.push_message("a".repeat(12_499));
-        q.push_message("b".repeat(12_500));
-        assert_eq!(
-            frames(&mut q).iter().map(String::len).collect::<Vec<_>>(),
-            [25_000]
-        );
-    }
-
-    #[test]
-    fn a_big_message_travels_alone() {
-        let mut q = OutQueue::default();
-        let big = "B".repeat(MAX_BATCH_BYTES);
-        q.push_message("s1".into());
-        q.push_message(big.clone());
-        q.push_message("s2".into());
-        q.push_message("s3".into());
-        assert_eq!(
-            frames(&mut q),
-            ["s1".to_string(), big, "s2\ns3".to_string()]
-        );
-    }
-
-    #[test]
-    fn pings_go_alone_and_no_line_is_empty() {
-        let mut q = OutQueue::default();
-        q.push_message("m1".into());
-        q.push_frame(ping_text());
-        q.push_message("m2".into());
-        q.push_message(String::new());
-        let f = frames(&mut q);
-        assert_eq!(f.len(), 3);
-        assert!(f[1].starts_with("{\"type\":\"ping\",\"time\":"), "{}", f[1]);
-        assert!(f[1].ends_with(",\"dc\":\"unknown\"}"));
-        assert_eq!(f[2], "m2");
-        for frame in &f {
-            assert!(!frame.is_empty() && !frame.ends_with('\n') && !frame.contains("\n\n"));
-        }
-        // A popped frame is never appended to again.
-        q.push_message("x".into());
-        assert_eq!(q.pop_front().as_deref(), Some("x"));
-        q.push_message("y".into());
-        assert_eq!(frames(&mut q), ["y"]);
     }
 }

@@ -3,8 +3,8 @@
 //! Pure functions over byte slices (no sockets, no clock), so every routing
 //! and validation rule is a unit test. A connection serves exactly one
 //! request: either it upgrades to WebSocket or it gets an answer and closes.
-//! That keeps the state machine in `conn` small; health checks are rare
-//! enough that keep-alive buys nothing.
+//! That keeps the state machine in `conn` small; health checks and metrics
+//! scrapes are rare enough that keep-alive buys nothing.
 
 use std::fmt::Write as _;
 
@@ -22,6 +22,9 @@ pub enum Outcome {
     Incomplete,
     /// Write `response`, then close the connection.
     Respond(Response),
+    /// `GET /metrics`: the caller renders the body (it needs the server's
+    /// state) and answers with [`metrics_response`].
+    Metrics,
     /// Write `response` (a 101), then speak WebSocket. The request head was
     /// `head_len` bytes; anything after it is already WebSocket data.
     Upgrade {
@@ -91,6 +94,9 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize) -> Outcome {
     }
     // The reference server answers /health over plain HTTP even when the
     // client asks for an upgrade, and upgrades on every other path.
+    if path == "/metrics" {
+        return Outcome::Metrics;
+    }
     if path == "/health" {
         let body = "{\"status\":\"ok\"}";
         return Outcome::Respond(Response {
@@ -154,6 +160,32 @@ pub fn switching_protocols(key: &str) -> Vec<u8> {
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     )
     .into_bytes()
+}
+
+/// The answer to `GET /metrics`.
+pub fn metrics_response(body: &str) -> Response {
+    Response {
+        status: 200,
+        bytes: response_bytes(200, "OK", &[], crate::metrics::CONTENT_TYPE, body),
+        detail: "metrics scrape".into(),
+    }
+}
+
+/// Every `X-Forwarded-For` value of the request head at the start of `buf`,
+/// in order (empty if there is none or the head does not parse). Only read
+/// when the TCP peer is a trusted proxy.
+pub fn forwarded_for(buf: &[u8]) -> Vec<String> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(buf), Ok(httparse::Status::Complete(_))) {
+        return Vec::new();
+    }
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The answer to a client that did not finish its request head in time.
@@ -244,6 +276,7 @@ mod tests {
         match process(req.as_bytes(), MAX_HEADER_BYTES) {
             Outcome::Respond(r) => r.status,
             Outcome::Upgrade { .. } => 101,
+            Outcome::Metrics => 200,
             Outcome::Incomplete => 0,
         }
     }
@@ -266,6 +299,34 @@ mod tests {
         assert_eq!(status_of("GET /health?probe=1 HTTP/1.0\r\n\r\n"), 200);
         // /health never upgrades, like the reference server.
         assert_eq!(status_of(&upgrade_request("/health")), 200);
+    }
+
+    #[test]
+    fn metrics() {
+        assert_eq!(
+            process(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 8192),
+            Outcome::Metrics
+        );
+        // Never upgraded, like /health; other methods are refused.
+        assert_eq!(
+            process(upgrade_request("/metrics").as_bytes(), 8192),
+            Outcome::Metrics
+        );
+        assert_eq!(status_of("POST /metrics HTTP/1.1\r\n\r\n"), 405);
+        let r = metrics_response("a 1\n");
+        let t = text(&r);
+        assert!(t.starts_with("HTTP/1.1 200 OK\r\n"), "{t}");
+        assert!(t.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+        assert!(t.ends_with("\r\n\r\na 1\n"));
+    }
+
+    #[test]
+    fn forwarded_for_values_in_order() {
+        let req = b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2\r\nHost: x\r\n\
+                    x-forwarded-for: 3.3.3.3\r\n\r\n";
+        assert_eq!(forwarded_for(req), ["1.1.1.1, 2.2.2.2", "3.3.3.3"]);
+        assert!(forwarded_for(b"GET / HTTP/1.1\r\n\r\n").is_empty());
+        assert!(forwarded_for(b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\n").is_empty());
     }
 
     #[test]

@@ -5,12 +5,19 @@
 //! (the sans-I/O engine) → `verify`, and back out through the engine's
 //! outbox, which is released only after `storage` committed the turn.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod metrics;
+pub mod outbound;
 pub mod protocol;
+pub mod proxy;
 pub mod reactor;
+pub mod signals;
 pub mod storage;
 pub mod sync;
+pub mod systemd;
 pub mod verify;
 pub mod websocket;

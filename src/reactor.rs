@@ -10,6 +10,11 @@
 //!    turn's messages, which are batched into frames and flushed (after a
 //!    failed commit, the peers in `engine.take_resets()` are closed).
 //!
+//! SIGTERM/SIGINT arrive as events too (`signals`). The listener is closed
+//! at once; after that turn's commit, every WebSocket delivers its queued
+//! acks and closes with 1001; `run` returns when all connections are gone
+//! or the shutdown timeout passed, and the caller closes storage.
+//!
 //! mio is edge-triggered: a socket that still holds data after we stopped
 //! reading will not be reported again, so such connections go on the
 //! `again` list and the next poll does not sleep.
@@ -17,28 +22,42 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
-use crate::conn::{CloseReason, Conn, Event, Limits, Progress, ping_text};
+use crate::conn::{CloseReason, Conn, Event, Limits, Progress};
+use crate::metrics::{Live, Metrics, SharedCommitStats};
+use crate::outbound::ping_text;
 use crate::protocol::{Outgoing, PeerId};
+use crate::proxy;
+use crate::signals::{Shutdown, StopSignals};
 use crate::sync::Engine;
+use crate::systemd::Notifier;
 
 /// The reference server pings every 1.5 s (PROTOCOL.md §1.4).
 pub const PING_INTERVAL: Duration = Duration::from_millis(1500);
 /// After a failed accept (out of file descriptors), wait before retrying.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
 const EVENTS_PER_POLL: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub limits: Limits,
     pub ping_interval: Duration,
+    /// How long connections get to close after a stop signal.
+    pub shutdown_timeout: Duration,
+    /// Filled by the store wrapper (`metrics::TimedStore`), shown by
+    /// `/metrics`.
+    pub commit_stats: SharedCommitStats,
+    /// The database file, for its size in `/metrics` (None: in memory).
+    pub db_path: Option<PathBuf>,
 }
 
 impl Options {
@@ -46,6 +65,9 @@ impl Options {
         Options {
             limits: Limits::from_config(c),
             ping_interval: PING_INTERVAL,
+            shutdown_timeout: c.shutdown_timeout,
+            commit_stats: SharedCommitStats::default(),
+            db_path: (!c.in_memory).then(|| c.db_path.clone()),
         }
     }
 }
@@ -122,11 +144,38 @@ struct Entry {
     reported: bool,
     /// Turn in which it was last read (so it is read at most once a turn).
     read_turn: u64,
+    /// The client behind a trusted proxy (`X-Forwarded-For`).
+    client: Option<IpAddr>,
+    /// The "opened" line was logged (deferred behind a trusted proxy until
+    /// the request head names the client).
+    open_logged: bool,
+    /// Socket byte counts already added to the metrics.
+    seen_in: u64,
+    seen_out: u64,
+}
+
+impl Entry {
+    /// Who this connection is, for log lines.
+    fn who(&self) -> String {
+        match self.client {
+            Some(c) => format!("{c} via proxy {}", self.conn.addr),
+            None => self.conn.addr.to_string(),
+        }
+    }
+
+    fn log_open(&mut self) {
+        if !self.open_logged {
+            self.open_logged = true;
+            log::info!("connection #{} opened from {}", self.conn.id.0, self.who());
+        }
+    }
 }
 
 pub struct Reactor {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once shutting down: new connections are refused by the OS.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
     opts: Options,
     slab: Slab<Entry>,
     /// Upgraded connections, for routing the engine's output.
@@ -142,19 +191,29 @@ pub struct Reactor {
     accept_paused_until: Option<Instant>,
     turn: u64,
     out: Vec<Outgoing>,
+    /// Live entries in the slab.
+    open: usize,
+    metrics: Metrics,
+    signals: Option<StopSignals>,
+    shutdown: Option<Shutdown>,
+    notifier: Notifier,
+    next_watchdog: Option<Instant>,
 }
 
 impl Reactor {
     /// Binds the listening socket (port 0 picks a free port).
     pub fn bind(addr: SocketAddr, opts: Options) -> io::Result<Reactor> {
         let mut listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Reactor {
             poll,
-            listener,
+            listener: Some(listener),
+            local_addr,
             next_ping: Instant::now() + opts.ping_interval,
+            metrics: Metrics::new(opts.commit_stats.clone(), opts.db_path.clone()),
             opts,
             slab: Slab::new(),
             peers: HashMap::new(),
@@ -165,19 +224,46 @@ impl Reactor {
             accept_paused_until: None,
             turn: 0,
             out: Vec::new(),
+            open: 0,
+            signals: None,
+            shutdown: None,
+            notifier: Notifier::default(),
+            next_watchdog: None,
         })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local_addr)
     }
 
-    /// Serves forever; returns only if polling itself fails.
+    /// Makes SIGTERM and SIGINT start a clean shutdown instead of killing
+    /// the process. Process-wide, so only the binary calls it.
+    pub fn handle_stop_signals(&mut self) -> io::Result<()> {
+        let mut signals = StopSignals::install()?;
+        signals.register(self.poll.registry(), SIGNALS)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Reports readiness, stopping and liveness to systemd (`Type=notify`).
+    pub fn set_notifier(&mut self, notifier: Notifier) {
+        self.next_watchdog = notifier.watchdog_interval().map(|i| Instant::now() + i);
+        self.notifier = notifier;
+    }
+
+    /// Serves until a stop signal's shutdown completes (then the caller
+    /// closes storage); returns early only if polling itself fails.
     pub fn run(&mut self, engine: &mut Engine) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        // Storage is open and the socket listens: clients can be served.
+        self.notifier
+            .notify(&format!("READY=1\nSTATUS=listening on {}", self.local_addr));
         loop {
             self.turn(engine, &mut events)?;
+            if self.finish_shutdown(engine) {
+                return Ok(());
+            }
         }
     }
 
@@ -200,6 +286,7 @@ impl Reactor {
         for event in events.iter() {
             match event.token() {
                 LISTENER => self.accept_all(now),
+                SIGNALS => self.on_signals(now),
                 Token(slot) => {
                     // Errors and hang-ups surface as read results.
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -243,6 +330,12 @@ impl Reactor {
         if let Some(t) = self.accept_paused_until {
             next = next.min(t);
         }
+        if let Some(t) = self.next_watchdog {
+            next = next.min(t);
+        }
+        if let Some(s) = &self.shutdown {
+            next = next.min(s.deadline);
+        }
         next.saturating_duration_since(now)
     }
 
@@ -251,7 +344,10 @@ impl Reactor {
             return; // the retry timer resumes accepting
         }
         loop {
-            let (stream, addr) = match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return; // shutting down
+            };
+            let (stream, addr) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -281,7 +377,13 @@ impl Reactor {
                 in_dirty: false,
                 reported: false,
                 read_turn: 0,
+                client: None,
+                open_logged: false,
+                seen_in: 0,
+                seen_out: 0,
             });
+            self.open += 1;
+            self.metrics.connections_total += 1;
             let registered = match self.slab.get_mut(slot).and_then(|e| e.conn.stream_mut()) {
                 Some(s) => self.poll.registry().register(
                     s,
@@ -293,9 +395,16 @@ impl Reactor {
             if let Err(e) = registered {
                 log::error!("cannot register connection from {addr}: {e}");
                 self.slab.remove(slot);
+                self.open -= 1;
                 continue; // dropping the stream closes it
             }
-            log::info!("connection #{} opened from {addr}", id.0);
+            // Behind a trusted proxy the client is named by the request
+            // head; the line waits for it (or for the close).
+            if !proxy::is_trusted(addr.ip(), &self.opts.limits.trusted_proxies)
+                && let Some(e) = self.slab.get_mut(slot)
+            {
+                e.log_open();
+            }
             self.arm(slot);
         }
     }
@@ -307,17 +416,45 @@ impl Reactor {
         entry.read_turn = self.turn;
         let peer = entry.conn.id;
         let peers = &mut self.peers;
+        let metrics = &mut self.metrics;
+        let open = self.open;
+        let mut head = None;
         let progress = entry
             .conn
             .on_readable(now, &self.opts.limits, &mut |ev| match ev {
+                Event::Head { client } => head = Some(client),
+                Event::Metrics(body) => {
+                    let live = Live {
+                        connections_open: open,
+                        websockets_open: peers.len(),
+                    };
+                    *body = metrics.render(live, engine);
+                }
                 Event::Upgraded { path } => {
                     log::debug!("connection #{} upgraded to WebSocket on {path}", peer.0);
                     peers.insert(peer, slot);
                     engine.connect(peer);
                 }
-                Event::Text(text) => engine.receive_frame(peer, text),
+                Event::Text(text) => {
+                    metrics.messages_in.count_frame(text);
+                    engine.receive_frame(peer, text);
+                }
             });
+        if let Some(client) = head {
+            entry.client = client;
+            entry.log_open();
+        }
         self.after(slot, progress, true, engine);
+    }
+
+    /// Adds a connection's new socket bytes to the metrics.
+    fn account_io(&mut self, slot: usize) {
+        if let Some(e) = self.slab.get_mut(slot) {
+            let (i, o) = (e.conn.bytes_in(), e.conn.bytes_out());
+            self.metrics.bytes_in += i.saturating_sub(e.seen_in);
+            self.metrics.bytes_out += o.saturating_sub(e.seen_out);
+            (e.seen_in, e.seen_out) = (i, o);
+        }
     }
 
     /// Acts on what a connection reported, then schedules its flush and
@@ -329,6 +466,7 @@ impl Reactor {
         flush_if_pending: bool,
         engine: &mut Engine,
     ) {
+        self.account_io(slot);
         match progress {
             Progress::Idle => {}
             Progress::Again => {
@@ -375,11 +513,12 @@ impl Reactor {
             return;
         }
         e.reported = true;
-        let (id, addr) = (e.conn.id, e.conn.addr);
+        e.log_open();
+        let (id, who) = (e.conn.id, e.who());
         if reason.is_abnormal() {
-            log::warn!("connection #{} from {addr} closed: {reason}", id.0);
+            log::warn!("connection #{} from {who} closed: {reason}", id.0);
         } else {
-            log::info!("connection #{} from {addr} closed: {reason}", id.0);
+            log::info!("connection #{} from {who} closed: {reason}", id.0);
         }
         if self.peers.remove(&id).is_some() {
             engine.disconnect(id);
@@ -388,7 +527,9 @@ impl Reactor {
 
     /// Drops a connection (closing its socket).
     fn remove(&mut self, slot: usize, engine: &mut Engine) {
+        self.account_io(slot);
         if let Some(mut e) = self.slab.remove(slot) {
+            self.open -= 1;
             if let Some(s) = e.conn.stream_mut() {
                 let _ = self.poll.registry().deregister(s);
             }
@@ -428,6 +569,18 @@ impl Reactor {
             }
             let progress = e.conn.on_timer(now, &self.opts.limits);
             self.after(slot, progress, false, engine);
+        }
+        if let Some(t) = self.next_watchdog
+            && now >= t
+        {
+            // From the loop itself: a loop stuck in a long commit or a
+            // busy spin stops these, and systemd restarts the service.
+            self.notifier.notify("WATCHDOG=1");
+            let interval = self.notifier.watchdog_interval().unwrap_or(Duration::MAX);
+            self.next_watchdog = now.checked_add(interval);
+        }
+        if self.shutdown.is_some() {
+            return; // no pings or accepts: everything is closing
         }
         if now >= self.next_ping {
             self.send_pings(now, engine);
@@ -488,12 +641,27 @@ impl Reactor {
             let Some(e) = self.slab.live(slot, peer) else {
                 continue;
             };
+            self.metrics.messages_out.count(&text);
             match e.conn.queue_message(text, now, &self.opts.limits) {
                 Ok(()) => self.mark_dirty(slot, peer),
                 Err(reason) => self.after(slot, Progress::Close(reason), false, engine),
             }
         }
         self.out = out; // keep the allocation for the next turn
+        // A stop signal arrived: now that this turn's acks are queued behind
+        // its commit, every connection is asked to leave (once).
+        if let Some(s) = &mut self.shutdown
+            && !s.connections_told
+        {
+            s.connections_told = true;
+            for slot in 0..self.slab.capacity() {
+                let Some(e) = self.slab.get_mut(slot) else {
+                    continue;
+                };
+                let progress = e.conn.go_away(now);
+                self.after(slot, progress, true, engine);
+            }
+        }
         let dirty = std::mem::take(&mut self.dirty);
         for (slot, id) in dirty {
             let Some(e) = self.slab.live(slot, id) else {
@@ -504,5 +672,68 @@ impl Reactor {
             // A blocked flush resumes on WRITABLE, not by polling again.
             self.after(slot, progress, false, engine);
         }
+    }
+}
+
+impl Reactor {
+    fn on_signals(&mut self, now: Instant) {
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        for signal in signals.pending() {
+            if let Some(s) = &mut self.shutdown {
+                log::warn!("{signal} again: dropping the remaining connections now");
+                s.hurry(now);
+                continue;
+            }
+            self.notifier.notify("STOPPING=1\nSTATUS=shutting down");
+            if let Some(mut l) = self.listener.take() {
+                let _ = self.poll.registry().deregister(&mut l);
+                // Dropped here: the port closes and new clients are
+                // refused (before the log line, which tests wait for).
+            }
+            log::info!(
+                "{signal} received: shutting down; refusing new connections, closing {} connection(s) (up to {} ms)",
+                self.open,
+                self.opts.shutdown_timeout.as_millis()
+            );
+            self.accept_paused_until = None;
+            self.shutdown = Some(Shutdown::new(signal, now, self.opts.shutdown_timeout));
+        }
+    }
+
+    /// After a turn of a shutdown: when every connection is gone, or the
+    /// timeout passed (the rest are dropped), commits a last time and
+    /// reports that `run` may return.
+    fn finish_shutdown(&mut self, engine: &mut Engine) -> bool {
+        let Some(s) = &self.shutdown else {
+            return false;
+        };
+        let now = Instant::now();
+        if !s.connections_told || (self.open > 0 && now < s.deadline) {
+            return false;
+        }
+        let (started, dropped) = (s.started, self.open);
+        for slot in 0..self.slab.capacity() {
+            if self.slab.get_mut(slot).is_some() {
+                self.report_close(slot, &CloseReason::ServerShutdown, engine);
+                self.remove(slot, engine);
+            }
+        }
+        self.slab.recycle();
+        // Closed connections deliver nothing new, but commit whatever the
+        // engine still holds; its output has nowhere to go.
+        engine.end_turn(&mut self.out);
+        self.out.clear();
+        if dropped > 0 {
+            log::warn!(
+                "shutdown timeout: dropped {dropped} connection(s) that did not finish closing"
+            );
+        }
+        log::info!(
+            "all connections closed in {} ms",
+            now.duration_since(started).as_millis()
+        );
+        true
     }
 }

@@ -26,12 +26,14 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// The TCP stream as tungstenite sees it. It writes its `prefix` (the 101
 /// response) before anything else, so the handshake answer and the first
 /// frames share one ordered path even if the 101 meets a full socket buffer.
-/// It counts bytes written, which is how `conn` measures write progress.
+/// It counts bytes written, which is how `conn` measures write progress,
+/// and bytes read, for the metrics.
 #[derive(Debug)]
 pub struct Socket {
     stream: TcpStream,
     prefix: Vec<u8>,
     written: u64,
+    read: u64,
 }
 
 impl Socket {
@@ -57,6 +59,10 @@ impl Read for Socket {
         loop {
             match self.stream.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    self.read += n as u64;
+                    return Ok(n);
+                }
                 r => return r,
             }
         }
@@ -154,6 +160,7 @@ impl WsStream {
             stream,
             prefix: response,
             written: 0,
+            read: 0,
         };
         let config = Some(ws_config(max_message_bytes));
         let ws = if already_read.is_empty() {
@@ -176,6 +183,11 @@ impl WsStream {
     /// Total bytes handed to the kernel on this connection (101 included).
     pub fn bytes_written(&self) -> u64 {
         self.ws.get_ref().written
+    }
+
+    /// Total bytes read from the socket since the upgrade.
+    pub fn bytes_read(&self) -> u64 {
+        self.ws.get_ref().read
     }
 
     /// Reads at most one message; `conn` loops under its fairness budget.
@@ -253,10 +265,11 @@ impl WsStream {
     /// holds, then returns the stream plus, if that flush left the byte
     /// stream at a frame boundary, a close frame telling the client why.
     /// (Frames cannot be interleaved, so after a partial write no close
-    /// frame is possible.)
-    pub fn into_close_bytes(mut self, reason: &CloseReason) -> (TcpStream, Vec<u8>) {
+    /// frame is possible.) Also returns the bytes (read, written) so far.
+    pub fn into_close_bytes(mut self, reason: &CloseReason) -> (TcpStream, Vec<u8>, (u64, u64)) {
         let clean = self.ws.flush().is_ok();
         let socket = self.ws.into_inner();
+        let counts = (socket.read, socket.written);
         let mut bytes = Vec::new();
         if clean && let Some((code, why)) = close_code_for(reason) {
             let frame = Frame::close(Some(CloseFrame {
@@ -267,7 +280,7 @@ impl WsStream {
                 bytes.clear();
             }
         }
-        (socket.stream, bytes)
+        (socket.stream, bytes, counts)
     }
 }
 
@@ -292,6 +305,8 @@ pub fn close_code_for(reason: &CloseReason) -> Option<(CloseCode, &'static str)>
         CloseReason::MessageTooBig { .. } => Some((CloseCode::Size, "message too big")),
         CloseReason::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
         CloseReason::StorageFailed => Some((CloseCode::Error, "storage error")),
+        // 1001: clients reconnect (to this server once it is back).
+        CloseReason::ServerShutdown => Some((CloseCode::Away, "server shutting down")),
         _ => None,
     }
 }

@@ -106,4 +106,9 @@ pub trait Store {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Discards the writes since the last commit (after a failed commit).
     fn rollback(&mut self);
+    /// Commits and releases the store for a clean exit (a durable store
+    /// also tidies its files). The store must not be used afterwards.
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.commit()
+    }
 }

@@ -290,11 +290,129 @@ impl SqliteStore {
     /// Commits, checkpoints the WAL into the main file and closes, so a
     /// clean stop leaves no `-wal` file behind.
     pub fn close(mut self) -> Result<(), StoreError> {
-        self.commit()?;
-        self.conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        Store::close(&mut self)
+    }
+
+    /// Opens an existing database without changing it (no migration, no
+    /// journal-mode switch), for `maia-sync backup` and `check` next to a
+    /// running server: WAL lets this reader see the last commit without
+    /// blocking the server's writes.
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, OpenError> {
+        let p = path.to_path_buf();
+        if !path.is_file() {
+            return Err(OpenError::Sqlite(
+                p,
+                rusqlite::Error::InvalidPath(path.to_path_buf()),
+            ));
+        }
+        let sqlite_err = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => OpenError::NotSqlite(p.clone()),
+            _ => OpenError::Sqlite(p.clone(), e),
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite_err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sqlite_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(OpenError::NewerSchema { path: p, found });
+        }
+        // An empty table of the same name shadows maia-sync's record of
+        // verified sessions (temp tables come first in name resolution):
+        // this reader vouches for nothing, so `check` verifies every
+        // signature, and databases written by cojson (without the table)
+        // load too.
+        conn.execute_batch(&format!(
+            "PRAGMA temp_store = MEMORY; {}",
+            VOUCH_TABLE.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE")
+        ))
+        .map_err(sqlite_err)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_transaction: false,
+            covalue_rows: HashMap::new(),
+            session_rows: HashMap::new(),
+            dirty_sessions: HashMap::new(),
+        })
+    }
+
+    /// `PRAGMA integrity_check`: the problems SQLite finds (empty if none).
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
             .map_err(backend)?;
-        self.conn.close().map_err(|(_, e)| backend(e))
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
+    /// Every stored CoValue ID, in insertion order.
+    pub fn covalue_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare("SELECT id FROM coValues ORDER BY rowID")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(backend)
+    }
+
+    /// The session IDs stored for a CoValue, including any that `load`
+    /// leaves out because rows are missing.
+    pub fn session_ids(&self, co_id: &str) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT s.sessionID FROM sessions s JOIN coValues c ON s.coValue = c.rowID
+                 WHERE c.id = ? ORDER BY s.rowID",
+            )
+            .and_then(|mut s| s.query_map([co_id], |r| r.get(0))?.collect())
+            .map_err(backend)
+    }
+
+    /// Copies the database into `dest` (a new file) with SQLite's online
+    /// backup API, in one step: one read transaction, so the copy is a
+    /// consistent snapshot even while the server commits (a stepwise copy
+    /// would restart on every commit of another connection). The copy is
+    /// switched to rollback-journal mode so it is a single, self-contained
+    /// file. Returns the number of pages copied.
+    pub fn backup_to(&self, dest: &Path) -> Result<u64, StoreError> {
+        use rusqlite::backup::{Backup, StepResult};
+        let mut dst = Connection::open(dest).map_err(backend)?;
+        {
+            let backup = Backup::new(&self.conn, &mut dst).map_err(backend)?;
+            let mut waited = 0u32;
+            loop {
+                match backup.step(-1).map_err(backend)? {
+                    StepResult::Done => break,
+                    StepResult::More => {}
+                    // Another connection holds a lock the copy needs; the
+                    // server's commits are short, so wait a little.
+                    StepResult::Busy | StepResult::Locked if waited < 500 => {
+                        waited += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    StepResult::Busy | StepResult::Locked => {
+                        return Err(StoreError::Backend(
+                            "the database stayed locked for 5 s; backup abandoned".into(),
+                        ));
+                    }
+                    other => {
+                        return Err(StoreError::Backend(format!(
+                            "unexpected backup step result {other:?}"
+                        )));
+                    }
+                }
+            }
+        }
+        let pages: i64 = dst
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .map_err(backend)?;
+        dst.query_row("PRAGMA journal_mode = DELETE", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(backend)?;
+        dst.close().map_err(|(_, e)| backend(e))?;
+        Ok(pages.max(0) as u64)
     }
 
     fn load_sessions(&mut self, co_row: i64, id: &str) -> Result<Vec<StoredSession>, StoreError> {
@@ -441,6 +559,20 @@ impl Store for SqliteStore {
             self.in_transaction = false;
         }
         Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.commit()?;
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(backend)?;
+        // `Connection::close` takes the connection by value; a throwaway
+        // in-memory one takes its place so the real one's close error can
+        // be reported (dropping would swallow it).
+        let placeholder = Connection::open_in_memory().map_err(backend)?;
+        let conn = std::mem::replace(&mut self.conn, placeholder);
+        self.covalue_rows.clear();
+        conn.close().map_err(|(_, e)| backend(e))
     }
 
     fn rollback(&mut self) {

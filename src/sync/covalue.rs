@@ -257,7 +257,7 @@ impl CoValue {
     /// the store vouches for (maia-sync verified exactly this prefix before
     /// and the re-hash gives the same digest) needs no Ed25519 check.
     /// Returns the digest when the signatures were checked now.
-    fn load_session(
+    pub(super) fn load_session(
         &mut self,
         s: &crate::storage::StoredSession,
         signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,

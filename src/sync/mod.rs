@@ -9,6 +9,8 @@ mod known;
 mod outgoing;
 mod peer;
 mod prepass;
+mod stats;
+mod stored_check;
 
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -16,7 +18,7 @@ pub(crate) mod testkit;
 mod tests;
 
 use crate::protocol::{Outgoing, PeerId};
-use crate::storage::{Store, Write};
+use crate::storage::{Store, StoreError, Write};
 use crate::verify::{Author, CanonicalTx, Header, SigCache, VerifyError};
 use crate::verify::{agent_signer, canonicalize_tx, parse_session_id, short_hash_of_sessions};
 use covalue::CoValue;
@@ -30,6 +32,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 pub use covalue::MAX_RECOMMENDED_TX_SIZE;
+pub use stats::{EngineStats, RejectReason};
+pub use stored_check::{StoredReport, verify_stored};
 
 /// Content held back by the dependency gate (§5.4 step 1).
 struct Held {
@@ -64,6 +68,7 @@ pub struct Engine {
     /// signature check over all of them).
     inbox: Vec<(PeerId, Incoming)>,
     sig_cache: SigCache,
+    stats: EngineStats,
 }
 
 /// Default for `Engine::set_memory_budget`.
@@ -108,7 +113,19 @@ impl Engine {
             resets: Vec::new(),
             inbox: Vec::new(),
             sig_cache: SigCache::default(),
+            stats: EngineStats::default(),
         }
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Stops storage for a clean exit: commits and closes it. Call after
+    /// the last `end_turn`; the engine must not be used afterwards.
+    pub fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.store.close()
     }
 
     /// Peers whose connections the reactor must close: after a failed
@@ -467,6 +484,8 @@ impl Engine {
             return;
         };
         if p.errored.contains(&c.id) {
+            self.stats
+                .reject(RejectReason::ErroredCoValue, stats::tx_count(&c));
             debug!(
                 "peer {}: ignoring content for {} (errored for this peer)",
                 peer.0, c.id
@@ -497,6 +516,8 @@ impl Engine {
             match Header::verify(h, &c.id) {
                 Ok(parsed) => Some(parsed),
                 Err(e) => {
+                    self.stats
+                        .reject(RejectReason::from(&e), stats::tx_count(&c));
                     warn!("peer {}: rejecting content for {}: {e}", peer.0, c.id);
                     return;
                 }
@@ -521,6 +542,8 @@ impl Engine {
     fn hold(&mut self, peer: PeerId, content: Content, waiting_for: BTreeSet<Arc<str>>) {
         let n = self.held.iter().filter(|h| h.peer == peer).count();
         if n >= MAX_HELD_PER_PEER {
+            self.stats
+                .reject(RejectReason::TooManyPending, stats::tx_count(&content));
             warn!(
                 "peer {}: dropping content for {}: too many messages waiting for dependencies",
                 peer.0, content.id
@@ -636,6 +659,7 @@ impl Engine {
         for s in c.sessions {
             let ours = self.covalues[&id].count(&s.session_id);
             if s.after > ours {
+                self.stats.reject(RejectReason::Gap, s.txs.len());
                 gap = true;
                 continue;
             }
@@ -650,6 +674,8 @@ impl Engine {
                 None => match self.account_signer(&s.session_id) {
                     Signer::Key(k) => k,
                     Signer::AccountMissing => {
+                        self.stats
+                            .reject(RejectReason::AccountMissing, s.txs.len() - skip);
                         warn!(
                             "peer {}: skipping session {} of {id}: its account is not available",
                             peer.0, s.session_id
@@ -657,6 +683,8 @@ impl Engine {
                         continue;
                     }
                     Signer::Invalid(e) => {
+                        self.stats
+                            .reject(RejectReason::from(&e), s.txs.len() - skip);
                         warn!(
                             "peer {}: rejecting session {} of {id}: {e}",
                             peer.0, s.session_id
@@ -686,6 +714,7 @@ impl Engine {
             });
             match result {
                 Ok(append) => {
+                    self.stats.accept(append.txs.len());
                     self.turn_writers.insert(peer);
                     if let Err(e) = self.store.write(Write::Append(append)) {
                         log::error!("storage refused transactions of {id}: {e}");
@@ -694,6 +723,8 @@ impl Engine {
                     accepted.push((s.session_id, end));
                 }
                 Err(e) => {
+                    self.stats
+                        .reject(RejectReason::from(&e), s.txs.len() - skip);
                     warn!(
                         "peer {}: rejecting transactions {}..{} of session {} of {id}: {e}",
                         peer.0, s.after, end, s.session_id

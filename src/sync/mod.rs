@@ -20,7 +20,10 @@ mod tests;
 use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{Store, StoreError, Write};
 use crate::verify::{Author, CanonicalTx, Header, SigCache, VerifyError};
-use crate::verify::{agent_signer, canonicalize_tx, parse_session_id, short_hash_of_sessions};
+use crate::verify::{
+    agent_signer, canonicalize_tx, check_delete_session, is_delete_session, parse_session_id,
+    short_hash_of_sessions,
+};
 use covalue::CoValue;
 use ed25519_dalek::VerifyingKey;
 use incoming::{Content, Incoming};
@@ -694,10 +697,18 @@ impl Engine {
                     }
                 },
             };
-            let canon: Result<Vec<CanonicalTx>, VerifyError> = match s.canon {
-                Some(all) => all.into_iter().skip(skip).collect(),
-                None => s.txs[skip..].iter().map(canonicalize_tx).collect(),
+            let delete_check = if is_delete_session(&s.session_id) {
+                let cv = &self.covalues[&id];
+                let group_or_account = cv.header.is_group() || cv.header.account_signer.is_some();
+                check_delete_session(&id, group_or_account, ours, &s.txs[skip..])
+            } else {
+                Ok(())
             };
+            let canon: Result<Vec<CanonicalTx>, VerifyError> =
+                delete_check.and_then(|()| match s.canon {
+                    Some(all) => all.into_iter().skip(skip).collect(),
+                    None => s.txs[skip..].iter().map(canonicalize_tx).collect(),
+                });
             let result = canon.and_then(|txs| {
                 self.covalues
                     .get_mut(&id)

@@ -25,10 +25,12 @@ pub enum RejectReason {
     ErroredCoValue,
     /// Too many messages of the peer wait for dependencies.
     TooManyPending,
+    /// A delete session breaks cojson's shape rules.
+    InvalidDelete,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::InvalidHeader,
         RejectReason::InvalidAuthor,
         RejectReason::AccountMissing,
@@ -37,6 +39,7 @@ impl RejectReason {
         RejectReason::Gap,
         RejectReason::ErroredCoValue,
         RejectReason::TooManyPending,
+        RejectReason::InvalidDelete,
     ];
 
     /// The metric label value.
@@ -50,6 +53,7 @@ impl RejectReason {
             RejectReason::Gap => "gap",
             RejectReason::ErroredCoValue => "errored_covalue",
             RejectReason::TooManyPending => "too_many_pending",
+            RejectReason::InvalidDelete => "invalid_delete",
         }
     }
 
@@ -71,6 +75,7 @@ impl From<&VerifyError> for RejectReason {
             VerifyError::BadSigner(_)
             | VerifyError::UnknownAuthor(_)
             | VerifyError::NotAnAccount(_) => RejectReason::InvalidAuthor,
+            VerifyError::InvalidDelete(_) => RejectReason::InvalidDelete,
         }
     }
 }

@@ -72,6 +72,13 @@ impl Agent {
         }
     }
 
+    /// A signature over a running-hash digest, as cojson signs it.
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> String {
+        let hash = format!("\"hash_z{}\"", bs58::encode(digest).into_string());
+        let sig = self.key.sign(hash.as_bytes());
+        format!("signature_z{}", bs58::encode(sig.to_bytes()).into_string())
+    }
+
     pub fn session(&self, name: &str) -> String {
         format!("{}_session_z{name}", self.agent_id)
     }

@@ -507,3 +507,73 @@ fn a_forged_batch_inside_a_turn_is_found_and_the_rest_accepted() {
     let r = only(B, &send(&mut e, B, &content(&id1, None, &sid, &real_c)));
     assert_eq!(r[0]["sessions"][&sid], 3);
 }
+
+#[test]
+fn delete_sessions_follow_cojsons_shape_rules() {
+    let agent = Agent::new(41);
+    let delete_sid = format!("{}_session_dDel1$", agent.agent_id);
+    let (header, id) = allow_all_map("deletable");
+    let marker = |target: &str| {
+        format!(
+            "{{\"changes\":\"[]\",\"madeAt\":1,\"meta\":{},\"privacy\":\"trusting\"}}",
+            serde_json::to_string(&format!("{{\"deleted\":\"{target}\"}}")).unwrap()
+        )
+    };
+    let sign = |txs: &[String]| -> (u32, Vec<Value>, String) {
+        // Writer::batch makes trusting txs without meta; build by hand.
+        let mut h = blake3::Hasher::new();
+        for t in txs {
+            h.update(t.as_bytes());
+        }
+        let digest = *h.finalize().as_bytes();
+        let sig = agent.sign_digest(&digest);
+        (
+            0,
+            txs.iter()
+                .map(|t| serde_json::from_str(t).unwrap())
+                .collect(),
+            sig,
+        )
+    };
+    let mut e = engine();
+    e.connect(A);
+    // Two transactions in a delete session: rejected.
+    let two = sign(&[marker(&id), marker(&id)]);
+    let r = only(
+        A,
+        &send(&mut e, A, &content(&id, Some(&header), &delete_sid, &two)),
+    );
+    assert_eq!(
+        r,
+        vec![json!({"action":"known","id":id,"header":true,"sessions":{}})]
+    );
+    // A marker naming another CoValue: rejected (fresh peer, not errored).
+    e.connect(B);
+    let wrong = sign(&[marker("co_zSomethingElse")]);
+    let r = only(
+        B,
+        &send(&mut e, B, &content(&id, None, &delete_sid, &wrong)),
+    );
+    assert_eq!(r[0]["sessions"], json!({}));
+    // One well-formed delete transaction: stored and acked.
+    let c = PeerId(3);
+    e.connect(c);
+    let good = sign(&[marker(&id)]);
+    let r = only(c, &send(&mut e, c, &content(&id, None, &delete_sid, &good)));
+    assert_eq!(r[0]["sessions"][&delete_sid], 1);
+    // Groups cannot be deleted.
+    let group_header = json!({"type":"comap","ruleset":{"type":"group","initialAdmin":agent.agent_id},"meta":null,"uniqueness":"g"});
+    let gid = crate::verify::Header::id_of(&group_header).unwrap();
+    let d = PeerId(4);
+    e.connect(d);
+    let g = sign(&[marker(&gid)]);
+    let r = only(
+        d,
+        &send(
+            &mut e,
+            d,
+            &content(&gid, Some(&group_header), &delete_sid, &g),
+        ),
+    );
+    assert_eq!(r[0]["sessions"], json!({}));
+}

@@ -15,6 +15,7 @@ pub enum VerifyError {
     SignatureMismatch,
     UnknownAuthor(String),
     NotAnAccount(String),
+    InvalidDelete(String),
 }
 
 impl fmt::Display for VerifyError {
@@ -39,6 +40,7 @@ impl fmt::Display for VerifyError {
             VerifyError::NotAnAccount(a) => {
                 write!(f, "session author {a} is not an account CoValue")
             }
+            VerifyError::InvalidDelete(m) => write!(f, "invalid delete: {m}"),
         }
     }
 }

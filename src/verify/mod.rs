@@ -3,12 +3,14 @@
 //! the BLAKE3 chain per session, Ed25519 signatures, signer resolution.
 //! Pure functions and small value types; no I/O.
 
+mod delete;
 mod encoding;
 mod header;
 mod session;
 mod signature;
 mod transaction;
 
+pub use delete::{check_delete_session, is_delete_session};
 pub use encoding::{
     VerifyError, decode_signature, decode_signer, hash_string, short_hash_of_sessions,
 };

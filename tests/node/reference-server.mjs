@@ -1,11 +1,18 @@
-// Reference sync server: what `jazz-run sync --in-memory` does with cojson
-// 0.20.19 — one LocalNode with a random agent and no account, every WebSocket
-// connection added as a peer with role "client". It is the yardstick the
-// interop scenarios are validated against, and a baseline for benchmarks.
+// Reference sync server: what `jazz-run sync` does with cojson 0.20.19 — one
+// LocalNode with a random agent and no account, every WebSocket connection
+// added as a peer with role "client". It is the yardstick the interop
+// scenarios are validated against, and a baseline for benchmarks.
 //
 // Usage:
-//   node reference-server.mjs [--host 127.0.0.1] [--port N | N]
+//   node reference-server.mjs [--host 127.0.0.1] [--port N | N] [--db PATH]
 //     port also from PORT (default 4203; 0 = pick a free port)
+//     --db PATH: persist into SQLite at PATH with cojson's own storage
+//                (`getSqliteStorage` + a better-sqlite3 driver in WAL mode,
+//                like jazz-run's cojson-storage-sqlite); the file is created
+//                and migrated if needed. Without --db (or with --in-memory)
+//                everything is kept in memory, like `jazz-run sync --in-memory`.
+//                As in jazz-run, the database is not closed on exit, so a
+//                `-wal` file is left beside it.
 //     --log-frames (or LOG_FRAMES=1): print a one-line summary of every frame
 //                  in/out to stderr (pings out are not shown) - handy to
 //                  study the protocol.
@@ -14,7 +21,7 @@
 // GET /health answers 200 "ok"; a WebSocket upgrade on any other path is a
 // sync connection. Exits on SIGINT/SIGTERM.
 import { createServer } from "node:http";
-import { LocalNode } from "cojson";
+import { getSqliteStorage, LocalNode } from "cojson";
 import { WasmCrypto } from "cojson/crypto/WasmCrypto";
 import { createWebSocketPeer } from "cojson-transport-ws";
 import { WebSocketServer } from "ws";
@@ -23,13 +30,22 @@ const args = process.argv.slice(2);
 let host = process.env.HOST || "127.0.0.1";
 let port = process.env.PORT ?? "4203";
 let logFrames = process.env.LOG_FRAMES === "1";
+let dbPath;
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === "--host") host = args[++i];
   else if (a === "--port") port = args[++i];
   else if (a === "--log-frames") logFrames = true;
+  else if (a === "--db") {
+    dbPath = args[++i];
+    if (!dbPath) {
+      console.error("reference-server: --db needs a file path");
+      process.exit(2);
+    }
+  }
   else if (a === "--in-memory") {
-    // accepted for command-line compatibility with maia-sync; always in memory
+    // accepted for command-line compatibility with maia-sync
+    dbPath = undefined;
   } else if (/^\d+$/.test(a)) port = a;
   else {
     console.error(`reference-server: unknown argument ${a}`);
@@ -48,6 +64,31 @@ const node = new LocalNode(
   crypto.newRandomSessionID(crypto.getAgentID(agentSecret)),
   crypto,
 );
+
+if (dbPath) {
+  // Loaded only when needed, so the in-memory server runs without it.
+  const { default: Database } = await import("better-sqlite3");
+  // The driver cojson-storage-sqlite 0.15 ships (BetterSqliteDriver), for the
+  // SQLiteDatabaseDriver interface of cojson 0.20 (src/storage/sqlite/types.ts):
+  // WAL, no other settings (so synchronous ends up NORMAL, see STORAGE.md §1.2).
+  let db;
+  try {
+    db = new Database(dbPath);
+    db.pragma("journal_mode = WAL");
+  } catch (e) {
+    console.error(`reference-server: cannot open database ${dbPath}: ${e.message}`);
+    process.exit(1);
+  }
+  const driver = {
+    run: (sql, params) => void db.prepare(sql).run(params),
+    get: (sql, params) => db.prepare(sql).get(params),
+    query: (sql, params) => db.prepare(sql).all(params),
+    transaction: (callback) => db.transaction(callback)(),
+    closeDb: () => db.close(),
+  };
+  node.setStorage(getSqliteStorage(driver));
+  console.error(`database ${dbPath} (cojson schema ${db.pragma("user_version", { simple: true })})`);
+}
 
 // One line per frame: its size and a summary of each message in it.
 const summarize = (data) => {

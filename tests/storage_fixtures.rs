@@ -180,5 +180,11 @@ fn bad_database_files_are_refused_with_a_clear_error() {
     let e = SqliteStore::open(&blocker.join("sub/db.sqlite"), Synchronous::Full)
         .err()
         .expect("refused");
-    assert!(matches!(e, OpenError::CreateDir(..)), "{e}");
+    assert!(matches!(e, OpenError::NotAFolder(_)), "{e}");
+    assert!(e.to_string().contains("is a file"), "{e}");
+    // A folder where the database file should be.
+    let e = SqliteStore::open(dir.path(), Synchronous::Full)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("is a folder"), "{e}");
 }

@@ -34,9 +34,16 @@ impl Synchronous {
 #[derive(Debug)]
 pub enum OpenError {
     CreateDir(PathBuf, std::io::Error),
+    /// The database path names a folder, or a file stands where a folder
+    /// of the path should be.
+    NotAFile(PathBuf),
+    NotAFolder(PathBuf),
     NotSqlite(PathBuf),
     ReadOnly(PathBuf),
-    NewerSchema { path: PathBuf, found: i64 },
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+    },
     Sqlite(PathBuf, rusqlite::Error),
 }
 
@@ -46,6 +53,16 @@ impl fmt::Display for OpenError {
             OpenError::CreateDir(p, e) => {
                 write!(f, "cannot create the folder {}: {e}", p.display())
             }
+            OpenError::NotAFile(p) => write!(
+                f,
+                "{} is a folder; give the path of a database file inside it",
+                p.display()
+            ),
+            OpenError::NotAFolder(p) => write!(
+                f,
+                "{} is a file, so it cannot hold the database's folder",
+                p.display()
+            ),
             OpenError::NotSqlite(p) => write!(f, "{} is not an SQLite database", p.display()),
             OpenError::ReadOnly(p) => write!(
                 f,
@@ -109,6 +126,12 @@ fn backend(e: rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteStore, OpenError> {
+        if path.is_dir() {
+            return Err(OpenError::NotAFile(path.to_path_buf()));
+        }
+        if let Some(file) = path.ancestors().skip(1).find(|a| a.is_file()) {
+            return Err(OpenError::NotAFolder(file.to_path_buf()));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| OpenError::CreateDir(dir.to_path_buf(), e))?;
         }

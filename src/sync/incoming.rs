@@ -21,6 +21,8 @@ pub struct Content {
     pub id: Arc<str>,
     pub header: Option<Value>,
     pub sessions: Vec<SessionEntry>,
+    /// Length of the message's JSON text (what holding it costs).
+    pub wire_len: usize,
 }
 
 pub enum Incoming {
@@ -61,7 +63,8 @@ impl fmt::Display for ParseError {
     }
 }
 
-pub fn parse(v: Value) -> Result<Incoming, ParseError> {
+/// `wire_len` is the length of the JSON text `v` was parsed from.
+pub fn parse(v: Value, wire_len: usize) -> Result<Incoming, ParseError> {
     let Value::Object(mut obj) = v else {
         return Ok(Incoming::NotAMessage);
     };
@@ -92,6 +95,7 @@ pub fn parse(v: Value) -> Result<Incoming, ParseError> {
                 id,
                 header,
                 sessions,
+                wire_len,
             }))
         }
         "done" => Ok(Incoming::Done),

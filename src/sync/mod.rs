@@ -4,6 +4,7 @@
 //! commit (`end_turn`). Rules: PROTOCOL.md §5.
 
 mod covalue;
+mod gate;
 mod incoming;
 mod known;
 mod outgoing;
@@ -26,6 +27,7 @@ use crate::verify::{
 };
 use covalue::CoValue;
 use ed25519_dalek::VerifyingKey;
+use gate::{Gate, HoldError};
 use incoming::{Content, Incoming};
 use known::KnownState;
 use log::{debug, warn};
@@ -38,23 +40,12 @@ pub use covalue::MAX_RECOMMENDED_TX_SIZE;
 pub use stats::{EngineStats, RejectReason};
 pub use stored_check::{StoredReport, verify_stored};
 
-/// Content held back by the dependency gate (§5.4 step 1).
-struct Held {
-    peer: PeerId,
-    content: Content,
-    waiting_for: BTreeSet<Arc<str>>,
-}
-
-/// How many messages one peer may have waiting for dependencies; past it
-/// the peer is sending content whose dependencies never come.
-const MAX_HELD_PER_PEER: usize = 1_000;
-
 pub struct Engine {
     store: Box<dyn Store>,
     covalues: HashMap<Arc<str>, CoValue>,
     peers: HashMap<PeerId, Peer>,
     subscribers: HashMap<Arc<str>, BTreeSet<PeerId>>,
-    held: Vec<Held>,
+    gate: Gate,
     outbox: Vec<Outgoing>,
     /// Approximate bytes held by `covalues`, kept under `memory_budget` by
     /// evicting least recently used CoValues after each commit (they are in
@@ -107,7 +98,7 @@ impl Engine {
             covalues: HashMap::new(),
             peers: HashMap::new(),
             subscribers: HashMap::new(),
-            held: Vec::new(),
+            gate: Gate::default(),
             outbox: Vec::new(),
             cached_bytes: 0,
             memory_budget: DEFAULT_MEMORY_BUDGET,
@@ -208,7 +199,7 @@ impl Engine {
                 }
             }
         }
-        self.held.retain(|h| h.peer != peer);
+        self.gate.forget_peer(peer);
     }
 
     /// One text frame from a peer (one or more JSON texts joined by `\n`).
@@ -220,15 +211,15 @@ impl Engine {
         let mut values = Vec::new();
         for line in frame.split('\n') {
             match serde_json::from_str::<Value>(line) {
-                Ok(v) => values.push(v),
+                Ok(v) => values.push((v, line.len())),
                 Err(e) => {
                     warn!("peer {}: dropping frame with invalid JSON: {e}", peer.0);
                     return;
                 }
             }
         }
-        for v in values {
-            match incoming::parse(v) {
+        for (v, len) in values {
+            match incoming::parse(v, len) {
                 Ok(msg) => self.inbox.push((peer, msg)),
                 Err(e) => warn!("peer {}: ignoring message: {e}", peer.0),
             }
@@ -496,12 +487,7 @@ impl Engine {
             return;
         }
         // Keep this peer's messages for one CoValue in order behind held ones.
-        if let Some(h) = self
-            .held
-            .iter()
-            .position(|h| h.peer == peer && h.content.id == c.id)
-        {
-            let waiting_for = self.held[h].waiting_for.clone();
+        if let Some(waiting_for) = self.gate.waiting_before(peer, &c.id) {
             self.hold(peer, c, waiting_for);
             return;
         }
@@ -543,25 +529,22 @@ impl Engine {
     }
 
     fn hold(&mut self, peer: PeerId, content: Content, waiting_for: BTreeSet<Arc<str>>) {
-        let n = self.held.iter().filter(|h| h.peer == peer).count();
-        if n >= MAX_HELD_PER_PEER {
-            self.stats
-                .reject(RejectReason::TooManyPending, stats::tx_count(&content));
-            warn!(
-                "peer {}: dropping content for {}: too many messages waiting for dependencies",
-                peer.0, content.id
-            );
-            return;
-        }
         debug!(
             "peer {}: holding content for {} until {:?} arrive",
             peer.0, content.id, waiting_for
         );
-        self.held.push(Held {
-            peer,
-            content,
-            waiting_for,
-        });
+        if let Err((why, content)) = self.gate.hold(peer, content, waiting_for) {
+            self.stats
+                .reject(RejectReason::TooManyPending, stats::tx_count(&content));
+            let what = match why {
+                HoldError::TooMany => "too many messages",
+                HoldError::TooLarge => "too many bytes",
+            };
+            warn!(
+                "peer {}: dropping content for {}: {what} already wait for dependencies",
+                peer.0, content.id
+            );
+        }
     }
 
     /// Dependencies of a content message that are not available (§5.4.1),
@@ -600,15 +583,11 @@ impl Engine {
             }
         }
         deps.remove(&c.id);
-        let lacks = self
-            .peers
-            .get(&peer)
-            .map(|p| p.lacks.clone())
-            .unwrap_or_default();
+        let lacks = self.peers.get(&peer).map(|p| &p.lacks);
         let candidates: Vec<Arc<str>> = deps
             .into_iter()
-            .filter(|d| !lacks.contains(d))
-            .filter(|d| !self.held.iter().any(|h| h.content.id == *d))
+            .filter(|d| !lacks.is_some_and(|l| l.contains(d)))
+            .filter(|d| !self.gate.holds_covalue(d))
             .collect();
         candidates
             .into_iter()
@@ -618,16 +597,10 @@ impl Engine {
 
     /// Re-examines held content after `id` became available or unavailable.
     fn release_held(&mut self, id: &Arc<str>) {
-        let mut i = 0;
-        while i < self.held.len() {
-            if self.held[i].waiting_for.remove(id) && self.held[i].waiting_for.is_empty() {
-                let h = self.held.remove(i);
-                // Later messages of the same peer and CoValue go through the gate again.
-                self.handle_content(h.peer, h.content);
-                i = 0;
-            } else {
-                i += 1;
-            }
+        // Released messages go through the gate again: they may still miss
+        // another dependency, found only now.
+        for h in self.gate.release(id) {
+            self.handle_content(h.peer, h.content);
         }
     }
 

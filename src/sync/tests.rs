@@ -577,3 +577,51 @@ fn delete_sessions_follow_cojsons_shape_rules() {
     );
     assert_eq!(r[0]["sessions"], json!({}));
 }
+
+/// Two messages for one CoValue wait for its group; when the group
+/// arrives both are applied, in order, and acked.
+#[test]
+fn several_held_messages_for_one_covalue_are_released_in_order() {
+    let agent = Agent::new(51);
+    let sid = agent.session("g");
+    let group_header = json!({"type":"comap","ruleset":{"type":"group","initialAdmin":agent.agent_id},"meta":null,"uniqueness":"held-group"});
+    let gid = crate::verify::Header::id_of(&group_header).unwrap();
+    let map_header = json!({"type":"comap","ruleset":{"type":"ownedByGroup","group":gid},"meta":null,"uniqueness":"held-map"});
+    let mid = crate::verify::Header::id_of(&map_header).unwrap();
+    let mut w = Writer::new();
+    let m1 = w.batch(&agent, &["[1]".to_string()]);
+    let m2 = w.batch(&agent, &["[2]".to_string()]);
+    let g = Writer::new().batch(&agent, &["[]".to_string()]);
+    let mut e = engine();
+    e.connect(A);
+    let frame = [
+        content(&mid, Some(&map_header), &sid, &m1),
+        content(&mid, None, &sid, &m2),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n");
+    e.receive_frame(A, &frame);
+    let r = only(A, &drain(&mut e));
+    assert_eq!(
+        r,
+        vec![json!({"action":"load","id":gid,"header":false,"sessions":{}})]
+    );
+    let r = only(
+        A,
+        &send(&mut e, A, &content(&gid, Some(&group_header), &sid, &g)),
+    );
+    let acks: Vec<(Value, Value)> = r
+        .iter()
+        .map(|m| (m["id"].clone(), m["sessions"][&sid].clone()))
+        .collect();
+    assert_eq!(
+        acks,
+        vec![
+            (json!(gid), json!(1)),
+            (json!(mid), json!(1)),
+            (json!(mid), json!(2))
+        ]
+    );
+}

@@ -455,3 +455,43 @@ mod tests {
         assert_eq!(status_of(&firefox), 101);
     }
 }
+
+/// Random and mutated request heads: `process` and `forwarded_for` never
+/// panic, whatever bytes arrive.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_parser() {
+        let seeds: [&[u8]; 3] = [
+            b"GET /sync HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4, 5.6.7.8\r\n\r\n",
+            b"POST /metrics HTTP/1.0\r\n\r\n",
+        ];
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut buf = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 6 {
+                let i = (next() as usize) % buf.len().max(1);
+                match next() % 4 {
+                    0 if !buf.is_empty() => {
+                        buf.remove(i);
+                    }
+                    1 => buf.insert(i.min(buf.len()), next() as u8),
+                    2 if !buf.is_empty() => buf[i] = next() as u8,
+                    _ => buf.truncate(i),
+                }
+            }
+            let _ = process(&buf, 8192);
+            let _ = forwarded_for(&buf);
+            let _ = may_be_complete(&buf, (next() as usize) % (buf.len() + 1));
+        }
+    }
+}

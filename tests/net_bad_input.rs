@@ -9,25 +9,22 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{tcp_connect, ws_connect};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
-// Helpers (reusable: copy into tests/common when another test needs them).
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(TIMEOUT)).unwrap();
-    s
-}
+// Helpers. The raw ones (`http_exchange`, `raw_websocket`,
+// `masked_text_frame`) send bytes a WebSocket library would not; the text
+// helpers see every frame, pings included, where `common::WsClient` parses
+// and skips them.
 
 /// Sends raw bytes as an HTTP request and returns everything the server
 /// sent until it closed the connection (failing if it never does).
 fn http_exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = connect(addr);
+    let mut s = tcp_connect(addr);
     s.write_all(request).unwrap();
     let mut answer = Vec::new();
     match s.read_to_end(&mut answer) {
@@ -37,14 +34,6 @@ fn http_exchange(addr: SocketAddr, request: &[u8]) -> String {
         Err(e) => panic!("server did not close the connection: {e}"),
     }
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// A WebSocket client (tungstenite) on `path`, e.g. `/sync` or `/?key=abc`.
-fn ws_connect(addr: SocketAddr, path: &str) -> WebSocket<TcpStream> {
-    let (ws, resp) = tungstenite::client(format!("ws://{addr}{path}"), connect(addr))
-        .unwrap_or_else(|e| panic!("upgrade on {path} failed: {e}"));
-    assert_eq!(resp.status(), 101);
-    ws
 }
 
 /// The next text message, skipping control frames.
@@ -87,7 +76,7 @@ fn assert_ping(text: &str) {
 /// write raw (even invalid) frames to it, or never read from it to play a
 /// client that stopped reading.
 fn raw_websocket(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = connect(addr);
+    let mut s = tcp_connect(addr);
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -221,7 +210,7 @@ fn oversized_headers_are_rejected() {
 #[test]
 fn slowloris_is_cut_off_after_the_header_deadline() {
     let server = common::start_server(&["--in-memory", "--header-timeout-ms", "300"]);
-    let mut s = connect(server.addr);
+    let mut s = tcp_connect(server.addr);
     s.write_all(b"GET /sync HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr")
         .unwrap();
     assert_closed_by_server(&mut s);

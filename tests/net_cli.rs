@@ -4,24 +4,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(common::BIN);
-    cmd.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run maia-sync")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{run_bin, text};
 
 #[test]
 fn help_lists_every_setting_with_its_default() {
-    let out = run(&["--help"], &[]);
+    let out = run_bin(&["--help"], &[]);
     assert_eq!(out.status.code(), Some(0));
     let help = text(&out.stdout);
     for needle in [
@@ -49,16 +36,14 @@ fn help_lists_every_setting_with_its_default() {
 
 #[test]
 fn version_prints_the_crate_version() {
-    let out = run(&["--version"], &[]);
+    let out = run_bin(&["--version"], &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
 fn bad_values_exit_2_with_a_clear_message() {
-    // (flags, environment, what the message must name)
-    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: &[Case] = &[
+    common::assert_exit_2(&[
         (&["--port", "http"], &[], "--port"),
         (&[], &[("PORT", "99999")], "PORT"),
         (&["--log-level", "loud"], &[], "--log-level"),
@@ -66,21 +51,14 @@ fn bad_values_exit_2_with_a_clear_message() {
         (&["--max-outbound-bytes", "0"], &[], "--max-outbound-bytes"),
         (&["--no-such-flag"], &[], "--no-such-flag"),
         (&["--port"], &[], "--port"),
-    ];
-    for (args, env, needle) in cases {
-        let out = run(args, env);
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
-        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
-        assert!(!err.contains("panicked"), "{err}");
-    }
+    ]);
 }
 
 #[test]
 fn a_taken_port_is_a_clear_error() {
     let server = common::start_server(&["--in-memory"]);
     let port = server.addr.port().to_string();
-    let out = run(
+    let out = run_bin(
         &["--in-memory", "--host", "127.0.0.1", "--port", &port],
         &[],
     );
@@ -101,7 +79,7 @@ fn the_database_file_is_created_and_a_bad_one_is_refused() {
 
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
-    let out = run(
+    let out = run_bin(
         &[
             "--host",
             "127.0.0.1",

@@ -29,6 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # The Node packages of the interop tests (real cojson clients, the
-# reference server) are installed by tests/interop.rs itself with `npm ci`.
+# reference server) are installed by the interop tests themselves with
+# `npm ci` (tests/common/node.rs).
 echo "== cargo test $*"
 exec cargo test "$@"

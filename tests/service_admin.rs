@@ -7,24 +7,17 @@ mod common;
 mod service_support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::text;
 use service_support::{MapWriter, Next, canonical, load_session, next, send, ws_connect};
 
+/// `maia-sync backup …` / `maia-sync check …`.
 fn admin(args: &[&str]) -> Output {
-    Command::new(common::BIN)
-        .args(args)
-        .env_remove("DB_PATH")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run maia-sync")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    common::run_bin(args, &[])
 }
 
 /// The number after `name: ` in a `check` report.

@@ -12,23 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use service_support::{MapWriter, Next, canonical, load_session, next, send, signal, ws_connect};
+use common::signal;
+use service_support::{MapWriter, Next, canonical, load_session, next, send, ws_connect};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-/// Waits for a child we started to exit (bounded).
+/// Waits for the server to exit (bounded).
 fn wait_exit(server: &mut common::Server, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = server.child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
+    common::wait_exit(&mut server.child, within).unwrap_or_else(|| {
+        panic!(
             "server still running {within:?} after the signal; logs: {:?}",
             server.logs.snapshot()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        )
+    })
 }
 
 /// What one writer saw.

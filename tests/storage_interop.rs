@@ -26,230 +26,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Server, TempDir, fixture_copy, read_json, shared_dir, start_server};
+use common::node::{NodeProc, ReferenceServer, ensure_npm_packages, take_turn};
+use common::{
+    Server, TempDir, describe_exit, fixture_copy, read_json, shared_dir, signal, start_server,
+    tail, wait_exit,
+};
 use serde_json::Value;
 
 /// Hard limit for one node script (each script has its own, shorter one).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn node_dir() -> PathBuf {
-    common::repo_root().join("tests").join("node")
-}
-
-/// `npm ci` in tests/node once per test process, if a package is missing.
-fn ensure_npm_packages() {
-    static NPM: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = NPM.get_or_init(|| {
-        let dir = node_dir();
-        let have = |p: &str| dir.join("node_modules").join(p).is_file();
-        if have("cojson/package.json")
-            && have("cojson-transport-ws/package.json")
-            && have("ws/package.json")
-            && have("better-sqlite3/build/Release/better_sqlite3.node")
-        {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run `npm ci` in {}: {e}", dir.display()))?;
-        println!(
-            "npm ci in {} took {:.1} s",
-            dir.display(),
-            started.elapsed().as_secs_f64()
-        );
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "`npm ci` in {} failed ({}):\n{}\n{}",
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-}
-
-/// The tests that run clients take turns: the machine has 2 cores, and a
-/// server, its clients and a kill timing share them.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Output lines of a child process, collected by reader threads.
-#[derive(Clone, Default)]
-struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
-
-impl Lines {
-    fn snapshot(&self) -> Vec<String> {
-        self.0.0.lock().unwrap().clone()
-    }
-
-    /// Waits until `pred` holds for some line; returns that line.
-    fn wait_until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.0;
-        let mut lines = lock.lock().unwrap();
-        loop {
-            if let Some(l) = lines.iter().find(|l| pred(l)) {
-                return Some(l.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
-        }
-    }
-
-    fn collect(&self, stream: impl Read + Send + 'static, echo: Option<&'static str>) {
-        let sink = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                if let Some(tag) = echo {
-                    eprintln!("[{tag}] {line}");
-                }
-                let (lock, cv) = &*sink.0;
-                lock.lock().unwrap().push(line);
-                cv.notify_all();
-            }
-        });
-    }
-}
-
-fn tail(lines: &[String], n: usize) -> String {
-    let skip = lines.len().saturating_sub(n);
-    let mut s = String::new();
-    if skip > 0 {
-        s.push_str(&format!("... ({skip} earlier lines omitted)\n"));
-    }
-    for l in &lines[skip..] {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s
-}
-
-fn echo_logs() -> bool {
-    std::env::var_os("MAIA_TEST_ECHO_LOGS").is_some()
-}
-
-/// A running `node tests/node/<script>`; killed when dropped.
-struct NodeProc {
-    name: String,
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
-    started: Instant,
-}
-
-impl NodeProc {
-    fn spawn(script: &str, args: &[&str]) -> NodeProc {
-        let mut child = Command::new("node")
-            .arg(node_dir().join(script))
-            .args(args)
-            .current_dir(common::repo_root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `node` (Node 20 must be on PATH): {e}"));
-        let stdout = Lines::default();
-        let stderr = Lines::default();
-        let echo = echo_logs().then_some("node");
-        stdout.collect(child.stdout.take().unwrap(), echo);
-        stderr.collect(child.stderr.take().unwrap(), echo);
-        NodeProc {
-            name: script.to_string(),
-            child,
-            stdout,
-            stderr,
-            started: Instant::now(),
-        }
-    }
-
-    /// Waits for the exit (killing it after `SCRIPT_TIMEOUT`); None if killed.
-    fn wait(&mut self) -> Option<ExitStatus> {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for node") {
-                // let the reader threads drain the pipes
-                std::thread::sleep(Duration::from_millis(50));
-                return Some(status);
-            }
-            if self.started.elapsed() > SCRIPT_TIMEOUT {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn report(&self, status: Option<ExitStatus>, server_logs: &[String]) -> String {
-        format!(
-            "{} {} after {:.1} s\n--- node stdout ---\n{}--- node stderr ---\n{}--- server log ---\n{}",
-            self.name,
-            match status {
-                Some(s) => format!("exited with {s}"),
-                None => "was killed (timeout)".to_string(),
-            },
-            self.started.elapsed().as_secs_f64(),
-            tail(&self.stdout.snapshot(), 100),
-            tail(&self.stderr.snapshot(), 100),
-            tail(server_logs, 200),
-        )
-    }
-
-    /// Waits for the exit and requires status 0; returns stdout.
-    fn expect_success(mut self, server_logs: impl Fn() -> Vec<String>) -> Vec<String> {
-        let status = self.wait();
-        let out = self.stdout.snapshot();
-        println!(
-            "{}: {} in {:.1} s",
-            self.name,
-            if status.is_some_and(|s| s.success()) {
-                "passed"
-            } else {
-                "FAILED"
-            },
-            self.started.elapsed().as_secs_f64()
-        );
-        for l in &out {
-            println!("  {l}");
-        }
-        if !status.is_some_and(|s| s.success()) {
-            panic!("{}", self.report(status, &server_logs()));
-        }
-        out
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `node tests/node/<script> ARGS`.
+fn spawn_script(script: &str, args: &[&str]) -> NodeProc {
+    NodeProc::spawn(script, args, &[], SCRIPT_TIMEOUT)
 }
 
 /// Runs a script to completion; panics (with both logs) unless it exits 0.
 fn run_script(script: &str, args: &[&str], server_logs: impl Fn() -> Vec<String>) -> Vec<String> {
-    NodeProc::spawn(script, args).expect_success(server_logs)
+    spawn_script(script, args).expect_success(server_logs)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -261,44 +61,29 @@ fn start_maia(db: &Path) -> Server {
     start_server(&["--db", path_str(db)])
 }
 
-fn send_sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid} failed");
+/// Starts maia-sync on `db` and runs `node tests/node/<script> URL FILE`
+/// against it (see `run_script`); returns the server, still running.
+fn maia_run(db: &Path, script: &str, file: &Path) -> Server {
+    let server = start_maia(db);
+    run_script(script, &[&server.ws_url(), path_str(file)], || {
+        server.logs.snapshot()
+    });
+    server
 }
 
-/// Waits up to `timeout` for `child` to exit.
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait for server") {
-            return Some(s);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// How a server stop went (printed by the tests).
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(15)) => "died of SIGTERM (the signal is not handled)".to_string(),
-        (None, Some(9)) => "was killed (SIGKILL)".to_string(),
-        (None, Some(s)) => format!("died of signal {s}"),
-        (None, None) => format!("{status}"),
-    }
+/// The same with the reference server on `db`.
+fn reference_run(db: &Path, script: &str, file: &Path) -> ReferenceServer {
+    let reference = ReferenceServer::start(&["--db", path_str(db)]);
+    run_script(script, &[&reference.ws_url(), path_str(file)], || {
+        reference.logs.snapshot()
+    });
+    reference
 }
 
 /// Stops maia-sync the way a service manager does: SIGTERM, then SIGKILL if
 /// it is still running after 5 s. Returns what happened, for the test output.
 fn stop_gracefully(mut server: Server) -> String {
-    send_sigterm(server.pid());
+    signal(server.pid(), libc::SIGTERM);
     let outcome = match wait_exit(&mut server.child, Duration::from_secs(5)) {
         Some(status) => {
             // Dying of the signal itself is fine (not handled yet); exiting
@@ -340,68 +125,6 @@ fn kill_9(mut server: Server) {
     );
 }
 
-/// `node tests/node/reference-server.mjs --db PATH` on a free port.
-struct Reference {
-    child: Child,
-    addr: String,
-    logs: Lines,
-}
-
-impl Reference {
-    fn start(db: &Path) -> Reference {
-        let mut child = Command::new("node")
-            .arg(node_dir().join("reference-server.mjs"))
-            .args(["--host", "127.0.0.1", "--port", "0", "--db", path_str(db)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn node tests/node/reference-server.mjs");
-        let logs = Lines::default();
-        let echo = echo_logs().then_some("reference");
-        logs.collect(child.stdout.take().unwrap(), echo);
-        logs.collect(child.stderr.take().unwrap(), echo);
-        let Some(line) = logs.wait_until(Duration::from_secs(30), |l| l.contains("listening on "))
-        else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("reference server did not start: {:?}", logs.snapshot());
-        };
-        let addr = line
-            .rsplit("listening on ")
-            .next()
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("cannot parse address from {line:?}"))
-            .to_string();
-        Reference { child, addr, logs }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}/sync", self.addr)
-    }
-
-    /// SIGTERM (the reference exits at once, without closing the database:
-    /// like jazz-run it leaves the `-wal` file for the next open).
-    fn stop(mut self) -> String {
-        send_sigterm(self.child.id());
-        match wait_exit(&mut self.child, Duration::from_secs(5)) {
-            Some(s) => describe_exit(s),
-            None => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                "did not exit within 5 s of SIGTERM: stopped with SIGKILL".to_string()
-            }
-        }
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn sqlite(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
@@ -431,7 +154,7 @@ fn stored_sessions(conn: &rusqlite::Connection, id: &str) -> Vec<(String, i64)> 
 #[test]
 fn fixtures_read_through_the_server() {
     ensure_npm_packages();
-    let _turn = serial();
+    let _turn = take_turn();
     for fixture in ["cojson-0.20.19-sample", "cojson-0.15.10-sample"] {
         let dir = TempDir::new("storage-fixture");
         let db = fixture_copy(&format!("{fixture}.db"), dir.path());
@@ -439,18 +162,13 @@ fn fixtures_read_through_the_server() {
             .join("fixtures")
             .join(format!("{fixture}.expected.json"));
         let expected = read_json(&expected_path);
-        let exp_arg = path_str(&expected_path);
 
         // First open (the 0.15 file is migrated), then once more after a
         // restart: what the client wrote on login (its account migration) is
         // served back from the file and verifies too.
         for round in ["first open", "after a restart"] {
             println!("{fixture}, {round}:");
-            let server = start_maia(&db);
-            let url = server.ws_url();
-            run_script("storage-fixture-read.mjs", &[&url, exp_arg], || {
-                server.logs.snapshot()
-            });
+            let server = maia_run(&db, "storage-fixture-read.mjs", &expected_path);
             println!("  server stop: {}", stop_gracefully(server));
         }
 
@@ -476,16 +194,12 @@ fn fixtures_read_through_the_server() {
 #[test]
 fn values_survive_a_restart() {
     ensure_npm_packages();
-    let _turn = serial();
+    let _turn = take_turn();
     let dir = TempDir::new("storage-restart");
     let db = dir.path().join("sync.db");
     let record = dir.path().join("written.json");
 
-    let server = start_maia(&db);
-    let url = server.ws_url();
-    run_script("storage-write.mjs", &[&url, path_str(&record)], || {
-        server.logs.snapshot()
-    });
+    let server = maia_run(&db, "storage-write.mjs", &record);
     let stop = stop_gracefully(server);
     let wal = dir.path().join("sync.db-wal");
     println!(
@@ -496,11 +210,7 @@ fn values_survive_a_restart() {
         }
     );
 
-    let server = start_maia(&db);
-    let url = server.ws_url();
-    run_script("storage-read.mjs", &[&url, path_str(&record)], || {
-        server.logs.snapshot()
-    });
+    let server = maia_run(&db, "storage-read.mjs", &record);
 
     // The rows are in cojson's layout: the public map has its 8
     // transactions (title, count x3, nested, plain, temp, delete temp).
@@ -528,7 +238,7 @@ fn field(line: &str, key: &str) -> Option<u64> {
 
 fn write_until_killed(server: Server, record: &Path, kill_at: u64) -> Cycle {
     let url = server.ws_url();
-    let mut writer = NodeProc::spawn("storage-ack-writer.mjs", &[&url, path_str(record)]);
+    let mut writer = spawn_script("storage-ack-writer.mjs", &[&url, path_str(record)]);
     let reached = writer.stdout.wait_until(Duration::from_secs(40), |l| {
         l.starts_with("ALL WRITTEN")
             || (l.starts_with("progress") && field(l, "acked").is_some_and(|a| a >= kill_at))
@@ -563,7 +273,7 @@ fn write_until_killed(server: Server, record: &Path, kill_at: u64) -> Cycle {
 #[test]
 fn kill_9_during_a_write_load_loses_no_acknowledged_transaction() {
     ensure_npm_packages();
-    let _turn = serial();
+    let _turn = take_turn();
     let started = Instant::now();
     let dir = TempDir::new("storage-kill9");
     let db = dir.path().join("sync.db");
@@ -615,23 +325,15 @@ fn kill_9_during_a_write_load_loses_no_acknowledged_transaction() {
 #[test]
 fn round_trip_with_the_reference_server() {
     ensure_npm_packages();
-    let _turn = serial();
+    let _turn = take_turn();
     let dir = TempDir::new("storage-reference");
 
     // maia-sync writes, the reference serves.
     let db = dir.path().join("by-maia.db");
     let record = dir.path().join("by-maia.json");
-    let server = start_maia(&db);
-    let url = server.ws_url();
-    run_script("storage-write.mjs", &[&url, path_str(&record)], || {
-        server.logs.snapshot()
-    });
+    let server = maia_run(&db, "storage-write.mjs", &record);
     println!("maia-sync stop: {}", stop_gracefully(server));
-    let reference = Reference::start(&db);
-    let url = reference.ws_url();
-    run_script("storage-read.mjs", &[&url, path_str(&record)], || {
-        reference.logs.snapshot()
-    });
+    let reference = reference_run(&db, "storage-read.mjs", &record);
     let ref_logs = reference.logs.snapshot();
     assert!(
         !ref_logs
@@ -646,20 +348,12 @@ fn round_trip_with_the_reference_server() {
     // file the reference leaves behind).
     let db = dir.path().join("by-reference.db");
     let record = dir.path().join("by-reference.json");
-    let reference = Reference::start(&db);
-    let url = reference.ws_url();
-    run_script("storage-write.mjs", &[&url, path_str(&record)], || {
-        reference.logs.snapshot()
-    });
+    let reference = reference_run(&db, "storage-write.mjs", &record);
     println!("reference stop: {}", reference.stop());
     let wal = dir.path().join("by-reference.db-wal");
     let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     println!("the reference left a {wal_len}-byte -wal file");
-    let server = start_maia(&db);
-    let url = server.ws_url();
-    run_script("storage-read.mjs", &[&url, path_str(&record)], || {
-        server.logs.snapshot()
-    });
+    let server = maia_run(&db, "storage-read.mjs", &record);
     println!("maia-sync stop: {}", stop_gracefully(server));
 }
 
@@ -697,7 +391,6 @@ fn proc_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// GET /metrics; the gauge values by name.
 fn get_metrics(addr: std::net::SocketAddr) -> Result<Vec<(String, u64)>, String> {
-    use std::io::Write;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -779,7 +472,7 @@ fn finish_sampling(
 #[test]
 fn memory_stays_within_the_budget_while_a_client_loads_more_than_fits() {
     ensure_npm_packages();
-    let _turn = serial();
+    let _turn = take_turn();
     const BUDGET: u64 = 2 << 20;
     const STREAMS: u64 = 40;
     const STREAM_BYTES: u64 = 400_000;

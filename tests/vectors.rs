@@ -5,15 +5,39 @@
 
 mod common;
 
-use ed25519_dalek::{Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use maia_sync::verify::{
-    Author, ChainState, Header, SigCache, agent_signer, canonicalize_tx, decode_signature,
-    decode_signer, parse_session_id, short_hash_of_sessions,
+    Author, CanonicalTx, ChainState, Header, SigCache, VerifyError, agent_signer, canonicalize_tx,
+    decode_signature, decode_signer, parse_session_id, short_hash_of_sessions,
 };
 use serde_json::Value;
 
 fn vector(name: &str) -> Value {
     common::read_json(&common::shared_dir().join("vectors").join(name))
+}
+
+/// The canonical forms of a JSON array of transactions (the first error).
+fn canonical_txs(txs: &Value) -> Result<Vec<CanonicalTx>, VerifyError> {
+    txs.as_array()
+        .unwrap()
+        .iter()
+        .map(canonicalize_tx)
+        .collect()
+}
+
+/// Verifies `txs` as one batch signed with `signature` after `chain`.
+fn verify_after(
+    chain: &ChainState,
+    txs: &[CanonicalTx],
+    signature: &Value,
+    signer: &VerifyingKey,
+) -> Result<ChainState, VerifyError> {
+    chain.verify_batch(
+        txs.iter().map(|t| &*t.json),
+        signature.as_str().unwrap(),
+        signer,
+        &SigCache::default(),
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -107,13 +131,7 @@ fn check_session_file(name: &str) {
         let canon = canonicalize_tx(&t["transaction"]).unwrap();
         let canon_value: Value = serde_json::from_str(&canon.json).unwrap();
         assert_eq!(canon_value, t["canonicalJson"], "{name} tx {}", t["index"]);
-        chain = chain
-            .verify_batch(
-                [&*canon.json],
-                t["signatureAfter"].as_str().unwrap(),
-                &signer,
-                &SigCache::default(),
-            )
+        chain = verify_after(&chain, &[canon], &t["signatureAfter"], &signer)
             .unwrap_or_else(|e| panic!("{name} tx {}: {e}", t["index"]));
         assert_eq!(chain.hash_string(), t["runningHashAfter"].as_str().unwrap());
     }
@@ -121,20 +139,8 @@ fn check_session_file(name: &str) {
     let id = v["coValueId"].as_str().unwrap();
     Header::verify(&v["contentMessage"]["header"], id).unwrap();
     let entry = &v["contentMessage"]["new"][v["sessionID"].as_str().unwrap()];
-    let txs: Vec<_> = entry["newTransactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| canonicalize_tx(t).unwrap())
-        .collect();
-    let ok = ChainState::new()
-        .verify_batch(
-            txs.iter().map(|t| &*t.json),
-            entry["lastSignature"].as_str().unwrap(),
-            &signer,
-            &SigCache::default(),
-        )
-        .is_ok();
+    let txs = canonical_txs(&entry["newTransactions"]).unwrap();
+    let ok = verify_after(&ChainState::new(), &txs, &entry["lastSignature"], &signer).is_ok();
     assert_eq!(
         ok,
         v["wholeBatchWithLastSignatureAcceptedByCojson"]
@@ -162,37 +168,12 @@ fn tampered_batches_get_cojsons_verdict() {
         let signer = decode_signer(c["signerID"].as_str().unwrap()).unwrap();
         let mut chain = ChainState::new();
         if let Some(prefix) = c["alreadyKnownPrefix"].as_object() {
-            let txs: Vec<_> = prefix["txs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| canonicalize_tx(t).unwrap())
-                .collect();
-            chain = chain
-                .verify_batch(
-                    txs.iter().map(|t| &*t.json),
-                    prefix["sig"].as_str().unwrap(),
-                    &signer,
-                    &SigCache::default(),
-                )
+            let txs = canonical_txs(&prefix["txs"]).unwrap();
+            chain = verify_after(&chain, &txs, &prefix["sig"], &signer)
                 .unwrap_or_else(|e| panic!("{note}: prefix: {e}"));
         }
-        let result = c["newTransactions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(canonicalize_tx)
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(|txs| {
-                chain
-                    .verify_batch(
-                        txs.iter().map(|t| &*t.json),
-                        c["lastSignature"].as_str().unwrap(),
-                        &signer,
-                        &SigCache::default(),
-                    )
-                    .map(|_| txs)
-            });
+        let result = canonical_txs(&c["newTransactions"])
+            .and_then(|txs| verify_after(&chain, &txs, &c["lastSignature"], &signer).map(|_| txs));
         let accepted = c["result"].as_str().unwrap() == "accepted";
         assert_eq!(result.is_ok(), accepted, "{note}: {result:?}");
         if let (Ok(txs), Some(stored)) = (&result, c["storedCanonicalAfter"].as_array()) {
@@ -236,19 +217,8 @@ fn account_sessions_resolve_to_the_initial_admin() {
             );
             // And the content message's signature verifies with that key.
             let entry = &v[name]["contentMessages"][0]["new"][sid];
-            let txs: Vec<_> = entry["newTransactions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| canonicalize_tx(t).unwrap())
-                .collect();
-            ChainState::new()
-                .verify_batch(
-                    txs.iter().map(|t| &*t.json),
-                    entry["lastSignature"].as_str().unwrap(),
-                    &key,
-                    &SigCache::default(),
-                )
+            let txs = canonical_txs(&entry["newTransactions"]).unwrap();
+            verify_after(&ChainState::new(), &txs, &entry["lastSignature"], &key)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }

@@ -124,6 +124,25 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// Refuses a file whose `PRAGMA user_version` is newer than the schema this
+/// build knows; `sqlite_err` maps the read's failure.
+fn refuse_newer_schema(
+    conn: &Connection,
+    path: &Path,
+    sqlite_err: impl Fn(rusqlite::Error) -> OpenError,
+) -> Result<(), OpenError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sqlite_err)?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub fn open(path: &Path, sync: Synchronous) -> Result<SqliteStore, OpenError> {
         if path.is_dir() {
@@ -151,12 +170,7 @@ impl SqliteStore {
             return Err(OpenError::ReadOnly(p));
         }
         // Reading the header is the first access: a non-SQLite file fails here.
-        let found: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sqlite_err)?;
-        if found > SCHEMA_VERSION {
-            return Err(OpenError::NewerSchema { path: p, found });
-        }
+        refuse_newer_schema(&conn, path, sqlite_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite_err)?;
         let mode: String = conn
@@ -175,14 +189,19 @@ impl SqliteStore {
                 path.display()
             );
         }
-        Ok(SqliteStore {
+        Ok(SqliteStore::from_connection(conn, path))
+    }
+
+    /// A store on an opened connection, with empty caches.
+    fn from_connection(conn: Connection, path: &Path) -> SqliteStore {
+        SqliteStore {
             conn,
             path: path.to_path_buf(),
             in_transaction: false,
             covalue_rows: HashMap::new(),
             session_rows: HashMap::new(),
             dirty_sessions: HashMap::new(),
-        })
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -336,12 +355,7 @@ impl SqliteStore {
         let conn = Connection::open_with_flags(path, flags).map_err(sqlite_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite_err)?;
-        let found: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(sqlite_err)?;
-        if found > SCHEMA_VERSION {
-            return Err(OpenError::NewerSchema { path: p, found });
-        }
+        refuse_newer_schema(&conn, path, sqlite_err)?;
         // An empty table of the same name shadows maia-sync's record of
         // verified sessions (temp tables come first in name resolution):
         // this reader vouches for nothing, so `check` verifies every
@@ -352,14 +366,7 @@ impl SqliteStore {
             VOUCH_TABLE.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE")
         ))
         .map_err(sqlite_err)?;
-        Ok(SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-            in_transaction: false,
-            covalue_rows: HashMap::new(),
-            session_rows: HashMap::new(),
-            dirty_sessions: HashMap::new(),
-        })
+        Ok(SqliteStore::from_connection(conn, path))
     }
 
     /// `PRAGMA integrity_check`: the problems SQLite finds (empty if none).

@@ -1,17 +1,30 @@
 //! Shared harness for end-to-end tests: starts the built `maia-sync` binary
-//! on a free port and collects its log lines so tests can assert on them.
+//! on a free port and collects its log lines so tests can assert on them;
+//! runs it as a command; child processes, temp folders, WebSocket clients.
+//! `node` runs the Node.js side (npm packages, scripts, reference server).
+//!
+//! Every test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+pub mod node;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_maia-sync");
 
-/// Log lines printed by the server so far, shared with the reader thread.
+/// `MAIA_TEST_ECHO_LOGS` is set: echo child processes' output to stderr.
+pub fn echo_logs() -> bool {
+    std::env::var_os("MAIA_TEST_ECHO_LOGS").is_some()
+}
+
+/// Output lines of a child process (a server's log, a script's stdout) so
+/// far, shared with the reader threads that collect them.
 #[derive(Clone, Default)]
 pub struct LogLines(Arc<(Mutex<Vec<String>>, Condvar)>);
 
@@ -22,11 +35,16 @@ impl LogLines {
 
     /// Waits until a line containing `needle` appears; returns it.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_until(timeout, |l| l.contains(needle))
+    }
+
+    /// Waits until `pred` holds for some line; returns that line.
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.0;
         let mut lines = lock.lock().unwrap();
         loop {
-            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
                 return Some(l.clone());
             }
             let now = Instant::now();
@@ -42,6 +60,46 @@ impl LogLines {
         lock.lock().unwrap().push(line);
         cv.notify_all();
     }
+
+    /// Collects the lines of `stream` on a thread until it ends, echoing
+    /// each as `[tag] line` to stderr if `echo` names a tag.
+    pub fn collect(
+        &self,
+        stream: impl Read + Send + 'static,
+        echo: Option<&'static str>,
+    ) -> JoinHandle<()> {
+        let sink = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(tag) = echo {
+                    eprintln!("[{tag}] {line}");
+                }
+                sink.push(line);
+            }
+        })
+    }
+}
+
+/// The last `n` lines, one a line, saying how many were left out.
+pub fn tail(lines: &[String], n: usize) -> String {
+    let skip = lines.len().saturating_sub(n);
+    let mut s = String::new();
+    if skip > 0 {
+        s.push_str(&format!("... ({skip} earlier lines omitted)\n"));
+    }
+    for l in &lines[skip..] {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// The address after `listening on ` in a server's start-up log line.
+fn listening_address(line: &str) -> Option<&str> {
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
 }
 
 /// A running server; killed when dropped.
@@ -87,28 +145,84 @@ pub fn start_server_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("spawn maia-sync");
-    let stderr = child.stderr.take().unwrap();
     let logs = LogLines::default();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if std::env::var_os("MAIA_TEST_ECHO_LOGS").is_some() {
-                eprintln!("[server] {line}");
-            }
-            sink.push(line);
-        }
-    });
+    logs.collect(
+        child.stderr.take().unwrap(),
+        echo_logs().then_some("server"),
+    );
     let line = logs
         .wait_for("listening on ", Duration::from_secs(20))
         .unwrap_or_else(|| panic!("server did not start; logs: {:?}", logs.snapshot()));
-    let addr = line
-        .rsplit("listening on ")
-        .next()
-        .and_then(|s| s.split_whitespace().next())
+    let addr = listening_address(&line)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse address from {line:?}"));
     Server { child, addr, logs }
+}
+
+/// Runs the binary with `args` to completion (no server start-up: for
+/// `--help`, bad settings, the admin commands), with `env` set and without
+/// an inherited `DB_PATH`.
+pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null()).env_remove("DB_PATH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run maia-sync")
+}
+
+/// A bad command line: flags, environment, and what the message must name.
+pub type BadArgs<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+/// Runs each bad command line: it must exit 2 with a message naming what
+/// was wrong (on stderr), never a panic.
+pub fn assert_exit_2(cases: &[BadArgs]) {
+    for (args, env, needle) in cases {
+        let out = run_bin(args, env);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// Captured output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Waits up to `timeout` for `child` to exit; None if it is still running.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for child process") {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How a process ended, in words (printed by the tests).
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(15)) => "died of SIGTERM (the signal is not handled)".to_string(),
+        (None, Some(9)) => "was killed (SIGKILL)".to_string(),
+        (None, Some(s)) => format!("died of signal {s}"),
+        (None, None) => format!("{status}"),
+    }
+}
+
+/// Sends SIGTERM (or another signal) to a process we started.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
+    // own child's.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
 
 /// The repository root (where Cargo.toml is).
@@ -172,21 +286,33 @@ pub fn fixture_copy(name: &str, dir: &Path) -> PathBuf {
     dst
 }
 
+/// A TCP connection to `addr` whose reads and writes time out after 10 s.
+pub fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// A WebSocket (tungstenite) upgraded on `path`, e.g. `/sync` or `/?key=abc`,
+/// over a `tcp_connect` socket.
+pub fn ws_connect(addr: SocketAddr, path: &str) -> tungstenite::WebSocket<TcpStream> {
+    let (ws, resp) = tungstenite::client(format!("ws://{addr}{path}"), tcp_connect(addr))
+        .unwrap_or_else(|e| panic!("WebSocket upgrade on {path} failed: {e}"));
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
 /// A blocking WebSocket client for end-to-end tests.
 pub struct WsClient {
-    pub ws: tungstenite::WebSocket<std::net::TcpStream>,
+    pub ws: tungstenite::WebSocket<TcpStream>,
     pending: std::collections::VecDeque<serde_json::Value>,
 }
 
 impl WsClient {
     pub fn connect(addr: SocketAddr) -> WsClient {
-        let s = std::net::TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let (ws, resp) =
-            tungstenite::client(format!("ws://{addr}/sync"), s).expect("WebSocket upgrade");
-        assert_eq!(resp.status(), 101);
         WsClient {
-            ws,
+            ws: ws_connect(addr, "/sync"),
             pending: Default::default(),
         }
     }

@@ -12,16 +12,13 @@ use serde_json::{Value, json};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
+use crate::common;
+
 pub type Ws = WebSocket<TcpStream>;
 
+/// A WebSocket client on `/sync`.
 pub fn ws_connect(addr: SocketAddr) -> Ws {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let (ws, resp) =
-        tungstenite::client(format!("ws://{addr}/sync"), s).expect("WebSocket upgrade");
-    assert_eq!(resp.status(), 101);
-    ws
+    common::ws_connect(addr, "/sync")
 }
 
 /// Sends one or more sync messages as one frame.
@@ -193,12 +190,4 @@ pub fn canonical(tx: &Value) -> String {
         serde_json::to_string(tx["changes"].as_str().unwrap()).unwrap(),
         tx["madeAt"]
     )
-}
-
-/// Sends SIGTERM (or another signal) to a process we started.
-pub fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our
-    // own child's.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
 }

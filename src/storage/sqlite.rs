@@ -517,6 +517,13 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn load(&mut self, id: &str) -> Result<Option<StoredCoValue>, StoreError> {
+        // Reads join the turn's transaction (a plain BEGIN, so it also works
+        // on a read-only connection): one lock for the whole turn instead of
+        // a lock and unlock per statement, which dominated cold loads.
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN").map_err(backend)?;
+            self.in_transaction = true;
+        }
         let row: Option<(i64, String)> = self
             .conn
             .prepare_cached("SELECT rowID, header FROM coValues WHERE id = ?")

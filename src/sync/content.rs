@@ -17,7 +17,7 @@ use crate::verify::{
 };
 use log::{debug, warn};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 impl Engine {
@@ -268,7 +268,13 @@ impl Engine {
 
         let bytes_after = self.covalues[&id].bytes();
         self.cached_bytes += bytes_after - bytes_before;
-        let our_state = self.covalues[&id].known_state();
+        if any_new {
+            let v = self.next_version();
+            if let Some(cv) = self.covalues.get_mut(&id) {
+                cv.version = v;
+            }
+        }
+        let ack = self.covalues[&id].known_message(gap);
         if let Some(entry) = self.entry(peer, &id) {
             entry.state.header = true;
             for (sid, n) in &accepted {
@@ -279,7 +285,7 @@ impl Engine {
         if errored && let Some(p) = self.peer_mut(peer) {
             p.errored.insert(id.clone());
         }
-        self.send(peer, outgoing::known(&id, &our_state, gap));
+        self.send(peer, ack);
 
         if any_new {
             self.forward(&id);
@@ -300,7 +306,7 @@ impl Engine {
         for p in subs {
             let errored = self.peers.get(&p).is_none_or(|x| x.errored.contains(id));
             if !errored {
-                self.send_new_content(p, id, false, &mut HashSet::new());
+                self.send_new_content(p, id, false, &mut Vec::new());
             }
         }
     }

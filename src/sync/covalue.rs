@@ -64,6 +64,10 @@ pub struct CoValue {
     bytes: usize,
     /// The engine turn in which this CoValue was last used (for eviction).
     pub last_used: u64,
+    /// Changes whenever the content changes (engine-wide counter, so a
+    /// reloaded CoValue never repeats a number): a peer entry remembering
+    /// the version it was brought up to date with can skip the work.
+    pub version: u64,
 }
 
 /// Per-transaction bookkeeping besides its text (Arc, size, Vec slots).
@@ -81,12 +85,26 @@ impl CoValue {
             learnt_deps: BTreeSet::new(),
             bytes: 256 + header_len,
             last_used: 0,
+            version: 0,
         }
     }
 
     /// Approximate memory held by this CoValue.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Raises `state` to at least what we hold (without building a map).
+    pub fn raise_into(&self, state: &mut KnownState) {
+        state.header = true;
+        for s in &self.sessions {
+            state.raise(&s.id, s.len());
+        }
+    }
+
+    /// A `known` message with our full state.
+    pub fn known_message(&self, correction: bool) -> String {
+        outgoing::known_iter(&self.id, true, self.sessions(), correction)
     }
 
     pub fn known_state(&self) -> KnownState {

@@ -32,7 +32,7 @@ use known::KnownState;
 use log::{debug, warn};
 use peer::{Peer, PeerEntry};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use covalue::MAX_RECOMMENDED_TX_SIZE;
@@ -53,6 +53,8 @@ pub struct Engine {
     memory_budget: usize,
     /// Counts loop turns; CoValues remember the turn they were last used in.
     turn: u64,
+    /// Source of `CoValue::version` numbers.
+    versions: u64,
     /// Peers that sent content that was written in the current turn.
     turn_writers: BTreeSet<PeerId>,
     /// Peers whose connection must be closed (see `take_resets`).
@@ -102,6 +104,7 @@ impl Engine {
             cached_bytes: 0,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             turn: 0,
+            versions: 0,
             turn_writers: BTreeSet::new(),
             resets: Vec::new(),
             inbox: Vec::new(),
@@ -138,7 +141,13 @@ impl Engine {
         self.cached_bytes
     }
 
-    fn insert_covalue(&mut self, cv: CoValue) {
+    pub(super) fn next_version(&mut self) -> u64 {
+        self.versions += 1;
+        self.versions
+    }
+
+    fn insert_covalue(&mut self, mut cv: CoValue) {
+        cv.version = self.next_version();
         self.cached_bytes += cv.bytes();
         self.covalues.insert(cv.id.clone(), cv);
     }
@@ -386,9 +395,10 @@ impl Engine {
         };
         // The load is the source of truth about the peer (it may have lost data).
         entry.state = state;
+        entry.synced = 0;
         // cojson stays silent for a CoValue errored for this peer, which
         // blocks the client's load for 60 s; we answer anyway (§6).
-        self.send_new_content(peer, &id, true, &mut HashSet::new());
+        self.send_new_content(peer, &id, true, &mut Vec::new());
     }
 
     fn handle_known(&mut self, peer: PeerId, id: Arc<str>, state: KnownState, correction: bool) {
@@ -401,8 +411,9 @@ impl Engine {
         } else {
             entry.state.merge(&state);
         }
+        entry.synced = 0;
         if self.available(&id) {
-            self.send_new_content(peer, &id, false, &mut HashSet::new());
+            self.send_new_content(peer, &id, false, &mut Vec::new());
         } else if lacks_it {
             // A dependency we asked this peer for, which it lacks too:
             // stop holding its content back for it.
@@ -423,11 +434,12 @@ impl Engine {
         peer: PeerId,
         id: &Arc<str>,
         force: bool,
-        visited: &mut HashSet<Arc<str>>,
+        visited: &mut Vec<Arc<str>>,
     ) {
-        if !visited.insert(id.clone()) {
+        if visited.contains(id) {
             return;
         }
+        visited.push(id.clone());
         if !self.available(id) {
             if force {
                 let empty = KnownState::default();
@@ -436,6 +448,19 @@ impl Engine {
                     e.told = true;
                 }
             }
+            return;
+        }
+        // Up to date with this version already: nothing to send, and its
+        // dependencies were handled when it was (later changes to them
+        // reach the peer through its own subscription to them).
+        let version = self.covalues[id].version;
+        if !force
+            && self
+                .peers
+                .get(&peer)
+                .and_then(|p| p.known.get(id))
+                .is_some_and(|e| e.told && e.synced == version)
+        {
             return;
         }
         let deps = self.covalues[id].dependencies();
@@ -457,15 +482,16 @@ impl Engine {
         let entry = p.known.entry(id.clone()).or_default();
         let cv = &self.covalues[id];
         let pieces = cv.content_since(Some(&entry.state));
+        entry.synced = version;
         if !pieces.is_empty() {
-            entry.state.merge(&cv.known_state());
+            cv.raise_into(&mut entry.state);
             entry.told = true;
             for text in pieces {
                 self.outbox.push(Outgoing { peer, text });
             }
         } else if force || !entry.told {
             entry.told = true;
-            let text = outgoing::known(id, &cv.known_state(), false);
+            let text = cv.known_message(false);
             self.outbox.push(Outgoing { peer, text });
         }
     }

@@ -22,15 +22,36 @@ fn push_sessions<'a>(out: &mut String, sessions: impl Iterator<Item = (&'a str, 
 }
 
 fn known_like(action: &str, id: &str, state: &KnownState, correction: bool) -> String {
-    let mut out = String::with_capacity(64 + state.sessions.len() * 100);
+    let sessions = state.sessions.iter().map(|(s, n)| (&**s, *n));
+    known_like_iter(action, id, state.header, sessions, correction)
+}
+
+/// A `known` message from any list of (session, count).
+pub fn known_iter<'a>(
+    id: &str,
+    header: bool,
+    sessions: impl Iterator<Item = (&'a str, u32)>,
+    correction: bool,
+) -> String {
+    known_like_iter("known", id, header, sessions, correction)
+}
+
+fn known_like_iter<'a>(
+    action: &str,
+    id: &str,
+    header: bool,
+    sessions: impl Iterator<Item = (&'a str, u32)>,
+    correction: bool,
+) -> String {
+    let mut out = String::with_capacity(256);
     let _ = write!(out, "{{\"action\":\"{action}\",");
     if correction {
         out.push_str("\"isCorrection\":true,");
     }
     out.push_str("\"id\":");
     push_str(&mut out, id);
-    let _ = write!(out, ",\"header\":{},\"sessions\":", state.header);
-    push_sessions(&mut out, state.sessions.iter().map(|(s, n)| (&**s, *n)));
+    let _ = write!(out, ",\"header\":{header},\"sessions\":");
+    push_sessions(&mut out, sessions);
     out.push('}');
     out
 }

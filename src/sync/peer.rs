@@ -10,6 +10,9 @@ pub struct PeerEntry {
     pub state: KnownState,
     /// Whether we ever sent this peer a known/load/content for the id.
     pub told: bool,
+    /// The CoValue version this peer was last brought up to date with
+    /// (0: unknown; reset whenever `state` is replaced from the peer).
+    pub synced: u64,
 }
 
 /// A `reconcile` batch waiting for the peer to answer our `load`s.

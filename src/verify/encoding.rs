@@ -50,7 +50,7 @@ impl std::error::Error for VerifyError {}
 /// Decodes the base58 part after the first `_z`, as cojson's Rust core does.
 fn decode_z(s: &str) -> Option<Vec<u8>> {
     let at = s.find("_z")?;
-    bs58::decode(&s[at + 2..]).into_vec().ok()
+    super::base58::decode(&s[at + 2..])
 }
 
 /// `signer_z…` → Ed25519 public key.
@@ -77,7 +77,7 @@ pub fn decode_signature(s: &str) -> Result<Signature, VerifyError> {
 
 /// `hash_z` + base58 of a 32-byte BLAKE3 digest.
 pub fn hash_string(digest: &[u8; 32]) -> String {
-    format!("hash_z{}", bs58::encode(digest).into_string())
+    format!("hash_z{}", super::base58::encode(digest))
 }
 
 /// cojson's `shortHash(knownState.sessions)`, used by `reconcile`: BLAKE3 of
@@ -88,7 +88,7 @@ pub fn short_hash_of_sessions<'a>(sessions: impl IntoIterator<Item = (&'a str, u
     let digest = blake3::hash(json.as_bytes());
     format!(
         "shortHash_z{}",
-        bs58::encode(&digest.as_bytes()[..19]).into_string()
+        super::base58::encode(&digest.as_bytes()[..19])
     )
 }
 

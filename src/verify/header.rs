@@ -133,10 +133,7 @@ impl Header {
 fn id_of_canonical(canonical: &Value) -> String {
     let text = serde_json::to_string(canonical).unwrap_or_default();
     let digest = blake3::hash(text.as_bytes());
-    format!(
-        "co_z{}",
-        bs58::encode(&digest.as_bytes()[..19]).into_string()
-    )
+    format!("co_z{}", super::base58::encode(&digest.as_bytes()[..19]))
 }
 
 /// The signer of an `AgentID` (`sealer_z…/signer_z…`), if it is one.

@@ -3,6 +3,7 @@
 //! the BLAKE3 chain per session, Ed25519 signatures, signer resolution.
 //! Pure functions and small value types; no I/O.
 
+mod base58;
 mod delete;
 mod encoding;
 mod header;

@@ -33,6 +33,8 @@ use crate::websocket::{ReadStep, WriteStep, WsStream, close_code_for};
 /// Per connection per turn, so one busy client cannot starve the others.
 pub const READ_BUDGET_BYTES: usize = 64 * 1024;
 pub const READ_BUDGET_MESSAGES: usize = 64;
+/// Output waiting past this makes reads go one message per turn.
+const BACKLOG_BYTES: usize = 1 << 20;
 pub const WRITE_BUDGET_BYTES: u64 = 1 << 20;
 /// How long a closing connection may take to deliver its last bytes.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -640,8 +642,16 @@ impl Conn {
             return Progress::Idle;
         };
         let (mut bytes, mut messages) = (0usize, 0usize);
+        // With output already backing up, take one request per turn: its
+        // answers are queued before the next one is read, so the reactor's
+        // read pause (at 4 MiB waiting) is not overshot by a whole budget.
+        let max_messages = if w.out.bytes() + w.in_flight > BACKLOG_BYTES {
+            1
+        } else {
+            READ_BUDGET_MESSAGES
+        };
         let end = loop {
-            if bytes >= READ_BUDGET_BYTES || messages >= READ_BUDGET_MESSAGES {
+            if bytes >= READ_BUDGET_BYTES || messages >= max_messages {
                 return Progress::Again;
             }
             match w.ws.read() {

@@ -152,7 +152,15 @@ struct Entry {
     /// Socket byte counts already added to the metrics.
     seen_in: u64,
     seen_out: u64,
+    /// Reading stopped because too much output waits for this client.
+    paused: bool,
 }
+
+/// Flow control: a connection with more than this much output waiting is
+/// not read (its requests stay in the kernel's buffers) until the client
+/// has taken half of it. A client asking for a lot is served at the pace
+/// it reads, instead of hitting the hard `max-outbound-bytes` cap.
+const READ_PAUSE_BYTES: usize = 4 << 20;
 
 impl Entry {
     /// Who this connection is, for log lines.
@@ -374,6 +382,7 @@ impl Reactor {
                 conn: Conn::new(stream, addr, id, now, &self.opts.limits),
                 armed: None,
                 in_again: false,
+                paused: false,
                 in_dirty: false,
                 reported: false,
                 read_turn: 0,
@@ -413,6 +422,17 @@ impl Reactor {
         let Some(entry) = self.slab.get_mut(slot) else {
             return;
         };
+        if entry.conn.queued_bytes() > READ_PAUSE_BYTES {
+            if !entry.paused {
+                log::debug!(
+                    "connection #{}: {} bytes wait to be sent; not reading until it drains",
+                    entry.conn.id.0,
+                    entry.conn.queued_bytes()
+                );
+            }
+            entry.paused = true;
+            return;
+        }
         entry.read_turn = self.turn;
         let peer = entry.conn.id;
         let peers = &mut self.peers;
@@ -669,6 +689,15 @@ impl Reactor {
             };
             e.in_dirty = false;
             let progress = e.conn.flush(now);
+            // Drained enough: read again what arrived while paused (mio is
+            // edge-triggered, so no new event would say so).
+            if e.paused && e.conn.queued_bytes() <= READ_PAUSE_BYTES / 2 {
+                e.paused = false;
+                if !e.in_again {
+                    e.in_again = true;
+                    self.again.push((slot, id));
+                }
+            }
             // A blocked flush resumes on WRITABLE, not by polling again.
             self.after(slot, progress, false, engine);
         }

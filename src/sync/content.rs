@@ -303,10 +303,11 @@ impl Engine {
             .get(id)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
+        let mut cache = None;
         for p in subs {
             let errored = self.peers.get(&p).is_none_or(|x| x.errored.contains(id));
             if !errored {
-                self.send_new_content(p, id, false, &mut Vec::new());
+                self.send_new_content_with(p, id, false, &mut Vec::new(), &mut cache);
             }
         }
     }

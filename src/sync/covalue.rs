@@ -70,6 +70,16 @@ pub struct CoValue {
     pub version: u64,
 }
 
+/// The pieces last built for one peer state, reused for the next peer in
+/// the same state (forwarding one write to many subscribers that were all
+/// up to date builds the message once).
+pub struct PieceCache {
+    version: u64,
+    header: bool,
+    counts: Vec<u32>,
+    pieces: Vec<String>,
+}
+
 /// Per-transaction bookkeeping besides its text (Arc, size, Vec slots).
 const TX_OVERHEAD: usize = 48;
 
@@ -354,6 +364,35 @@ impl CoValue {
         self.index
             .insert(s.session_id.clone(), self.sessions.len() - 1);
         Ok((!vouched).then_some(digest))
+    }
+
+    /// `content_since` for a known peer state, reusing `cache` when the
+    /// last peer it was built for was in the same state.
+    pub fn content_since_cached(
+        &self,
+        peer: &KnownState,
+        cache: &mut Option<PieceCache>,
+    ) -> Vec<String> {
+        let counts: Vec<u32> = self
+            .sessions
+            .iter()
+            .map(|s| peer.count(&s.id).min(s.len()))
+            .collect();
+        if let Some(c) = cache
+            && c.version == self.version
+            && c.header == peer.header
+            && c.counts == counts
+        {
+            return c.pieces.clone();
+        }
+        let pieces = self.content_since(Some(peer));
+        *cache = Some(PieceCache {
+            version: self.version,
+            header: peer.header,
+            counts,
+            pieces: pieces.clone(),
+        });
+        pieces
     }
 
     /// The `content` messages that bring a peer from `peer` (its known

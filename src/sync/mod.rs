@@ -24,7 +24,7 @@ use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{Store, StoreError};
 use crate::verify::{Author, SigCache, VerifyError};
 use crate::verify::{agent_signer, parse_session_id};
-use covalue::CoValue;
+use covalue::{CoValue, PieceCache};
 use ed25519_dalek::VerifyingKey;
 use gate::Gate;
 use incoming::Incoming;
@@ -436,6 +436,19 @@ impl Engine {
         force: bool,
         visited: &mut Vec<Arc<str>>,
     ) {
+        self.send_new_content_with(peer, id, force, visited, &mut None);
+    }
+
+    /// `send_new_content` with a cache of the pieces built for `id`, shared
+    /// by the calls that forward one write to every subscriber.
+    pub(super) fn send_new_content_with(
+        &mut self,
+        peer: PeerId,
+        id: &Arc<str>,
+        force: bool,
+        visited: &mut Vec<Arc<str>>,
+        cache: &mut Option<PieceCache>,
+    ) {
         if visited.contains(id) {
             return;
         }
@@ -481,7 +494,7 @@ impl Engine {
         }
         let entry = p.known.entry(id.clone()).or_default();
         let cv = &self.covalues[id];
-        let pieces = cv.content_since(Some(&entry.state));
+        let pieces = cv.content_since_cached(&entry.state, cache);
         entry.synced = version;
         if !pieces.is_empty() {
             cv.raise_into(&mut entry.state);

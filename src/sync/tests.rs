@@ -625,3 +625,59 @@ fn several_held_messages_for_one_covalue_are_released_in_order() {
         ]
     );
 }
+
+/// Forwarding one write to many subscribers reuses the message built for
+/// one peer state, but never gives a peer in another state the wrong one.
+#[test]
+fn forwarding_gives_each_subscriber_what_it_lacks() {
+    let agent = Agent::new(71);
+    let (header, id) = allow_all_map("fanout");
+    let sid = agent.session("f");
+    let mut w = Writer::new();
+    let mut e = engine();
+    let (b, c, d) = (PeerId(2), PeerId(3), PeerId(4));
+    for p in [A, b, c, d] {
+        e.connect(p);
+    }
+    send(
+        &mut e,
+        A,
+        &content(&id, Some(&header), &sid, &w.batch(&agent, &["[1]".into()])),
+    );
+    for p in [b, d] {
+        let r = only(
+            p,
+            &send(
+                &mut e,
+                p,
+                &json!({"action":"load","id":id,"header":false,"sessions":{}}),
+            ),
+        );
+        assert_eq!(r[0]["new"][&sid]["after"], 0);
+    }
+    // C already holds both transactions (it got the second elsewhere).
+    let claim = json!({"action":"known","id":id,"header":true,"sessions":{&sid: 2}});
+    let r = send(&mut e, c, &claim);
+    assert_eq!(only(c, &r).len(), 1, "C is told our state once");
+    let out = send(
+        &mut e,
+        A,
+        &content(&id, None, &sid, &w.batch(&agent, &["[2]".into()])),
+    );
+    assert!(
+        only(c, &out).is_empty(),
+        "C lacks nothing: {:?}",
+        only(c, &out)
+    );
+    let shape = |p: PeerId| {
+        let m = only(p, &out);
+        assert_eq!(m.len(), 1, "{p:?}: {m:?}");
+        let s = &m[0]["new"][&sid];
+        (
+            s["after"].as_u64().unwrap(),
+            s["newTransactions"].as_array().unwrap().len(),
+        )
+    };
+    assert_eq!(shape(b), (1, 1));
+    assert_eq!(shape(d), (1, 1));
+}

@@ -9,7 +9,7 @@ use super::known::KnownState;
 use super::outgoing;
 use super::stats::{self, RejectReason};
 use super::{Engine, Signer};
-use crate::protocol::PeerId;
+use crate::protocol::{Outgoing, PeerId};
 use crate::storage::Write;
 use crate::verify::{
     Author, CanonicalTx, Header, VerifyError, canonicalize_tx, check_delete_session,
@@ -303,12 +303,73 @@ impl Engine {
             .get(id)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
+        if subs.is_empty() || !self.available(id) {
+            return;
+        }
+        // The dependencies and their versions, looked up once for all
+        // subscribers: a subscriber already up to date with each of them
+        // needs no dependency walk (the common case of a live update).
+        let deps: Vec<(Arc<str>, u64)> = self.covalues[id]
+            .dependencies()
+            .into_iter()
+            .filter_map(|d| {
+                let v = self.available(&d).then(|| self.covalues[&d].version)?;
+                Some((d, v))
+            })
+            .collect();
         let mut cache = None;
         for p in subs {
-            let errored = self.peers.get(&p).is_none_or(|x| x.errored.contains(id));
-            if !errored {
-                self.send_new_content_with(p, id, false, &mut Vec::new(), &mut cache);
+            if !self.forward_fast(p, id, &deps, &mut cache) {
+                let errored = self.peers.get(&p).is_none_or(|x| x.errored.contains(id));
+                if !errored {
+                    self.send_new_content_with(p, id, false, &mut Vec::new(), &mut cache);
+                }
             }
         }
+    }
+
+    /// Forwards to a subscriber whose dependencies are all up to date,
+    /// without the general walk. Returns false when the general path must
+    /// decide (dependencies behind, errored, or no entry yet).
+    fn forward_fast(
+        &mut self,
+        peer: PeerId,
+        id: &Arc<str>,
+        deps: &[(Arc<str>, u64)],
+        cache: &mut Option<covalue::PieceCache>,
+    ) -> bool {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return true; // gone: nothing to send
+        };
+        if p.errored.contains(id) {
+            return true;
+        }
+        let deps_synced = deps.iter().all(|(d, v)| {
+            p.errored.contains(d) || p.known.get(d).is_some_and(|e| e.told && e.synced == *v)
+        });
+        if !deps_synced {
+            return false;
+        }
+        let Some(entry) = p.known.get_mut(id) else {
+            return false;
+        };
+        let cv = &self.covalues[id];
+        if entry.told && entry.synced == cv.version {
+            return true;
+        }
+        let pieces = cv.content_since_cached(&entry.state, cache);
+        entry.synced = cv.version;
+        if !pieces.is_empty() {
+            cv.raise_into(&mut entry.state);
+            entry.told = true;
+            for text in pieces {
+                self.outbox.push(Outgoing { peer, text });
+            }
+        } else if !entry.told {
+            entry.told = true;
+            let text = cv.known_message(false);
+            self.outbox.push(Outgoing { peer, text });
+        }
+        true
     }
 }

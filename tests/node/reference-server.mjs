@@ -21,7 +21,8 @@
 // GET /health answers 200 "ok"; a WebSocket upgrade on any other path is a
 // sync connection. Exits on SIGINT/SIGTERM.
 import { createServer } from "node:http";
-import { getSqliteStorage, LocalNode } from "cojson";
+import { LocalNode } from "cojson";
+import { openSqliteStorage } from "./sqlite-storage.mjs";
 import { WasmCrypto } from "cojson/crypto/WasmCrypto";
 import { createWebSocketPeer } from "cojson-transport-ws";
 import { WebSocketServer } from "ws";
@@ -66,27 +67,15 @@ const node = new LocalNode(
 );
 
 if (dbPath) {
-  // Loaded only when needed, so the in-memory server runs without it.
-  const { default: Database } = await import("better-sqlite3");
-  // The driver cojson-storage-sqlite 0.15 ships (BetterSqliteDriver), for the
-  // SQLiteDatabaseDriver interface of cojson 0.20 (src/storage/sqlite/types.ts):
-  // WAL, no other settings (so synchronous ends up NORMAL, see STORAGE.md §1.2).
-  let db;
+  let opened;
   try {
-    db = new Database(dbPath);
-    db.pragma("journal_mode = WAL");
+    opened = await openSqliteStorage(dbPath);
   } catch (e) {
     console.error(`reference-server: cannot open database ${dbPath}: ${e.message}`);
     process.exit(1);
   }
-  const driver = {
-    run: (sql, params) => void db.prepare(sql).run(params),
-    get: (sql, params) => db.prepare(sql).get(params),
-    query: (sql, params) => db.prepare(sql).all(params),
-    transaction: (callback) => db.transaction(callback)(),
-    closeDb: () => db.close(),
-  };
-  node.setStorage(getSqliteStorage(driver));
+  const { storage, db } = opened;
+  node.setStorage(storage);
   console.error(`database ${dbPath} (cojson schema ${db.pragma("user_version", { simple: true })})`);
 }
 

@@ -3,7 +3,7 @@
 // and counting the server's acknowledgements (`known` messages) on the wire.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import { getSqliteStorage, LocalNode } from "cojson";
+import { LocalNode } from "cojson";
 import { createWebSocketPeer } from "cojson-transport-ws";
 import { crypto, describe, fail, waitFor, WebSocket, withTimeout } from "./lib.mjs";
 
@@ -65,26 +65,7 @@ export async function loginClient(url, accountID, accountSecret, name) {
   return node;
 }
 
-/**
- * Client-side local storage: cojson's own SQLite storage (`getSqliteStorage`)
- * over better-sqlite3 in WAL mode, the same driver as reference-server.mjs
- * `--db`. Returns `{ storage, db }` (`db`: the better-sqlite3 handle, for
- * inspecting or editing tables; the node's storage never closes it).
- */
-export async function openSqliteStorage(path) {
-  // Loaded only when needed: the other scenarios run without it.
-  const { default: Database } = await import("better-sqlite3");
-  const db = new Database(path);
-  db.pragma("journal_mode = WAL");
-  const driver = {
-    run: (sql, params) => void db.prepare(sql).run(params),
-    get: (sql, params) => db.prepare(sql).get(params),
-    query: (sql, params) => db.prepare(sql).all(params),
-    transaction: (callback) => db.transaction(callback)(),
-    closeDb: () => db.close(),
-  };
-  return { storage: getSqliteStorage(driver), db };
-}
+export { openSqliteStorage } from "./sqlite-storage.mjs";
 
 /**
  * A node with a random agent and no account (what a sync server is): it can

@@ -7,7 +7,7 @@ mod common;
 
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use maia_sync::verify::{
-    Author, CanonicalTx, ChainState, Header, SigCache, VerifyError, agent_signer, canonicalize_tx,
+    Author, CanonicalTx, ChainState, Header, SigCache, VerifyError, canonicalize_tx,
     decode_signature, decode_signer, parse_session_id, short_hash_of_sessions,
 };
 use serde_json::Value;
@@ -201,7 +201,7 @@ fn account_sessions_resolve_to_the_initial_admin() {
             let key = match parse_session_id(sid).0 {
                 Author::Agent { signer } => {
                     assert_eq!(s["authorKind"], "agent");
-                    agent_signer(signer).unwrap()
+                    decode_signer(signer).unwrap()
                 }
                 Author::Account(acc) => {
                     assert_eq!(s["authorKind"], "account");

@@ -195,7 +195,7 @@ impl Engine {
             }
             let signer = match self.covalues[&id].session_signer(&s.session_id) {
                 Some(k) => k,
-                None => match self.account_signer(&s.session_id) {
+                None => match self.signer_of(&s.session_id) {
                     Signer::Key(k) => k,
                     Signer::AccountMissing => {
                         self.stats

@@ -6,7 +6,7 @@ use super::known::KnownState;
 use super::outgoing::{self, ChunkOut};
 use crate::storage::{SessionAppend, StoredCoValue, Write};
 use crate::verify::{
-    CanonicalTx, ChainState, Header, SigCache, SigCheck, VerifyError, canonicalize_tx,
+    CanonicalTx, ChainState, Header, SigCache, SigCheck, Signer, VerifyError, canonicalize_tx,
 };
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
@@ -290,7 +290,15 @@ impl CoValue {
         s: &crate::storage::StoredSession,
         signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
     ) -> Result<Option<[u8; 32]>, VerifyError> {
-        let signer = super::resolve_signer(&s.session_id, signer_of)?;
+        let signer =
+            match crate::verify::session_signer(&s.session_id, &mut |acc| Some(signer_of(acc))) {
+                Signer::Key(k) => k,
+                Signer::Invalid(e) => return Err(e),
+                // The lookup always answers, so this is only for completeness.
+                Signer::AccountMissing => {
+                    return Err(VerifyError::UnknownAuthor(s.session_id.to_string()));
+                }
+            };
         let mut canon = Vec::with_capacity(s.txs.len());
         for tx in &s.txs {
             let v: Value = serde_json::from_str(tx)

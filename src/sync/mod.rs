@@ -22,8 +22,8 @@ mod tests;
 
 use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{Store, StoreError};
-use crate::verify::{Author, SigCache, VerifyError};
-use crate::verify::{agent_signer, parse_session_id};
+use crate::verify::{Author, SigCache};
+use crate::verify::{Signer, parse_session_id, session_signer};
 use covalue::{CoValue, PieceCache};
 use ed25519_dalek::VerifyingKey;
 use gate::Gate;
@@ -68,29 +68,6 @@ pub struct Engine {
 
 /// Default for `Engine::set_memory_budget`.
 pub const DEFAULT_MEMORY_BUDGET: usize = 128 << 20;
-
-/// Outcome of finding the signer of a session.
-enum Signer {
-    Key(VerifyingKey),
-    /// The author account is not available (yet).
-    AccountMissing,
-    Invalid(VerifyError),
-}
-
-/// Resolves the signer of a session from its ID (§3.4). `account_signer`
-/// returns the signer of an available account (None if not available).
-pub(crate) fn resolve_signer(
-    session_id: &str,
-    account_signer: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
-) -> Result<VerifyingKey, VerifyError> {
-    match parse_session_id(session_id).0 {
-        Author::Agent { signer } => agent_signer(signer),
-        Author::Account(acc) => {
-            account_signer(acc).ok_or_else(|| VerifyError::NotAnAccount(acc.to_string()))
-        }
-        Author::Invalid(a) => Err(VerifyError::UnknownAuthor(a.to_string())),
-    }
-}
 
 impl Engine {
     pub fn new(store: Box<dyn Store>) -> Self {
@@ -367,24 +344,14 @@ impl Engine {
         }
     }
 
-    fn account_signer(&mut self, session_id: &str) -> Signer {
-        match parse_session_id(session_id).0 {
-            Author::Agent { signer } => match agent_signer(signer) {
-                Ok(k) => Signer::Key(k),
-                Err(e) => Signer::Invalid(e),
-            },
-            Author::Account(acc) => {
-                let acc: Arc<str> = Arc::from(acc);
-                if !self.available(&acc) {
-                    return Signer::AccountMissing;
-                }
-                match self.covalues[&acc].header.account_signer {
-                    Some(k) => Signer::Key(k),
-                    None => Signer::Invalid(VerifyError::NotAnAccount(acc.to_string())),
-                }
-            }
-            Author::Invalid(a) => Signer::Invalid(VerifyError::UnknownAuthor(a.to_string())),
-        }
+    /// The signer of a session; an author account is read from storage
+    /// if needed.
+    fn signer_of(&mut self, session_id: &str) -> Signer {
+        session_signer(session_id, &mut |acc| {
+            let acc: Arc<str> = Arc::from(acc);
+            self.available(&acc)
+                .then(|| self.covalues[&acc].header.account_signer)
+        })
     }
 
     // ----- load / known -------------------------------------------------

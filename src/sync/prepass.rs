@@ -13,9 +13,7 @@
 use super::Engine;
 use super::incoming::Incoming;
 use crate::protocol::PeerId;
-use crate::verify::{
-    Author, ChainState, Header, SigCheck, agent_signer, canonicalize_tx, parse_session_id,
-};
+use crate::verify::{ChainState, Header, SigCheck, Signer, canonicalize_tx, session_signer};
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,14 +94,13 @@ impl Engine {
         session_id: &str,
         new_accounts: &HashMap<Arc<str>, VerifyingKey>,
     ) -> Option<VerifyingKey> {
-        match parse_session_id(session_id).0 {
-            Author::Agent { signer } => agent_signer(signer).ok(),
-            Author::Account(acc) => self
-                .covalues
-                .get(acc)
-                .and_then(|cv| cv.header.account_signer)
-                .or_else(|| new_accounts.get(acc).copied()),
-            Author::Invalid(_) => None,
+        let known = session_signer(session_id, &mut |acc| match self.covalues.get(acc) {
+            Some(cv) => Some(cv.header.account_signer),
+            None => new_accounts.get(acc).map(|k| Some(*k)),
+        });
+        match known {
+            Signer::Key(k) => Some(k),
+            Signer::AccountMissing | Signer::Invalid(_) => None,
         }
     }
 }

@@ -16,6 +16,6 @@ pub use encoding::{
     VerifyError, decode_signature, decode_signer, hash_string, short_hash_of_sessions,
 };
 pub use header::{Header, RulesetKind};
-pub use session::{Author, ChainState, agent_signer, parse_session_id};
+pub use session::{Author, ChainState, Signer, parse_session_id, session_signer};
 pub use signature::{SigCache, SigCheck, signed_bytes, verify_signature};
 pub use transaction::{CanonicalTx, canonicalize_tx};

@@ -90,7 +90,33 @@ impl ChainState {
     }
 }
 
-/// The signer key of an agent author (`sealer_z…/signer_z…`).
-pub fn agent_signer(signer: &str) -> Result<VerifyingKey, VerifyError> {
-    decode_signer(signer)
+/// Who signs a session.
+#[derive(Debug)]
+pub enum Signer {
+    Key(VerifyingKey),
+    /// The author is an account that is not available (yet).
+    AccountMissing,
+    Invalid(VerifyError),
+}
+
+/// Resolves the signer of a session from its ID (PROTOCOL.md §3.4): the
+/// agent's own key, or the initial admin of the author account's header.
+/// `account` looks an account author up: `None` when it is not available,
+/// `Some(None)` when it is available but not an account.
+pub fn session_signer(
+    session_id: &str,
+    account: &mut dyn FnMut(&str) -> Option<Option<VerifyingKey>>,
+) -> Signer {
+    match parse_session_id(session_id).0 {
+        Author::Agent { signer } => match decode_signer(signer) {
+            Ok(k) => Signer::Key(k),
+            Err(e) => Signer::Invalid(e),
+        },
+        Author::Account(acc) => match account(acc) {
+            None => Signer::AccountMissing,
+            Some(Some(k)) => Signer::Key(k),
+            Some(None) => Signer::Invalid(VerifyError::NotAnAccount(acc.to_string())),
+        },
+        Author::Invalid(a) => Signer::Invalid(VerifyError::UnknownAuthor(a.to_string())),
+    }
 }

@@ -9,7 +9,7 @@ use super::known::KnownState;
 use super::outgoing;
 use super::stats::{self, RejectReason};
 use super::{Engine, Signer};
-use crate::protocol::{Outgoing, PeerId};
+use crate::protocol::PeerId;
 use crate::storage::Write;
 use crate::verify::{
     Author, CanonicalTx, Header, VerifyError, canonicalize_tx, check_delete_session,
@@ -344,9 +344,9 @@ impl Engine {
         if p.errored.contains(id) {
             return true;
         }
-        let deps_synced = deps.iter().all(|(d, v)| {
-            p.errored.contains(d) || p.known.get(d).is_some_and(|e| e.told && e.synced == *v)
-        });
+        let deps_synced = deps
+            .iter()
+            .all(|(d, v)| p.errored.contains(d) || p.known.get(d).is_some_and(|e| e.is_synced(*v)));
         if !deps_synced {
             return false;
         }
@@ -354,21 +354,8 @@ impl Engine {
             return false;
         };
         let cv = &self.covalues[id];
-        if entry.told && entry.synced == cv.version {
-            return true;
-        }
-        let pieces = cv.content_since_cached(&entry.state, cache);
-        entry.synced = cv.version;
-        if !pieces.is_empty() {
-            cv.raise_into(&mut entry.state);
-            entry.told = true;
-            for text in pieces {
-                self.outbox.push(Outgoing { peer, text });
-            }
-        } else if !entry.told {
-            entry.told = true;
-            let text = cv.known_message(false);
-            self.outbox.push(Outgoing { peer, text });
+        if !entry.is_synced(cv.version) {
+            cv.bring_up_to_date(peer, entry, false, cache, &mut self.outbox);
         }
         true
     }

@@ -4,6 +4,8 @@
 
 use super::known::KnownState;
 use super::outgoing::{self, ChunkOut};
+use super::peer::PeerEntry;
+use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{SessionAppend, StoredCoValue, Write};
 use crate::verify::{
     CanonicalTx, ChainState, Header, SigCache, SigCheck, Signer, VerifyError, canonicalize_tx,
@@ -105,7 +107,7 @@ impl CoValue {
     }
 
     /// Raises `state` to at least what we hold (without building a map).
-    pub fn raise_into(&self, state: &mut KnownState) {
+    fn raise_into(&self, state: &mut KnownState) {
         state.header = true;
         for s in &self.sessions {
             state.raise(&s.id, s.len());
@@ -374,9 +376,35 @@ impl CoValue {
         Ok((!vouched).then_some(digest))
     }
 
+    /// Brings a peer entry up to date with this CoValue: queues the content
+    /// it lacks or, when there is none and `force` is set or the peer was
+    /// never told anything, a `known` with our state.
+    pub fn bring_up_to_date(
+        &self,
+        peer: PeerId,
+        entry: &mut PeerEntry,
+        force: bool,
+        cache: &mut Option<PieceCache>,
+        outbox: &mut Vec<Outgoing>,
+    ) {
+        let pieces = self.content_since_cached(&entry.state, cache);
+        entry.synced = self.version;
+        if !pieces.is_empty() {
+            self.raise_into(&mut entry.state);
+            entry.told = true;
+            outbox.extend(pieces.into_iter().map(|text| Outgoing { peer, text }));
+        } else if force || !entry.told {
+            entry.told = true;
+            outbox.push(Outgoing {
+                peer,
+                text: self.known_message(false),
+            });
+        }
+    }
+
     /// `content_since` for a known peer state, reusing `cache` when the
     /// last peer it was built for was in the same state.
-    pub fn content_since_cached(
+    fn content_since_cached(
         &self,
         peer: &KnownState,
         cache: &mut Option<PieceCache>,
@@ -406,7 +434,7 @@ impl CoValue {
     /// The `content` messages that bring a peer from `peer` (its known
     /// state; `None` = nothing known) up to ours, split at signature points
     /// into pieces of about `MAX_RECOMMENDED_TX_SIZE` as cojson does.
-    pub fn content_since(&self, peer: Option<&KnownState>) -> Vec<String> {
+    fn content_since(&self, peer: Option<&KnownState>) -> Vec<String> {
         let peer_has = |s: &str| peer.map_or(0, |k| k.count(s));
         // Each piece is a list of (session index, from, to_inclusive, signature).
         type Chunk<'a> = (usize, u32, u32, &'a str);

@@ -439,7 +439,7 @@ impl Engine {
                 .peers
                 .get(&peer)
                 .and_then(|p| p.known.get(id))
-                .is_some_and(|e| e.told && e.synced == version)
+                .is_some_and(|e| e.is_synced(version))
         {
             return;
         }
@@ -460,19 +460,6 @@ impl Engine {
             self.subscribers.entry(id.clone()).or_default().insert(peer);
         }
         let entry = p.known.entry(id.clone()).or_default();
-        let cv = &self.covalues[id];
-        let pieces = cv.content_since_cached(&entry.state, cache);
-        entry.synced = version;
-        if !pieces.is_empty() {
-            cv.raise_into(&mut entry.state);
-            entry.told = true;
-            for text in pieces {
-                self.outbox.push(Outgoing { peer, text });
-            }
-        } else if force || !entry.told {
-            entry.told = true;
-            let text = cv.known_message(false);
-            self.outbox.push(Outgoing { peer, text });
-        }
+        self.covalues[id].bring_up_to_date(peer, entry, force, cache, &mut self.outbox);
     }
 }

@@ -15,6 +15,13 @@ pub struct PeerEntry {
     pub synced: u64,
 }
 
+impl PeerEntry {
+    /// Already up to date with this version of the CoValue.
+    pub fn is_synced(&self, version: u64) -> bool {
+        self.told && self.synced == version
+    }
+}
+
 /// A `reconcile` batch waiting for the peer to answer our `load`s.
 pub struct Reconcile {
     pub batch_id: String,

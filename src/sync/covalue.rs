@@ -247,7 +247,19 @@ impl CoValue {
             digest: session.chain.digest(),
         })
     }
+}
 
+/// A CoValue rebuilt from storage, with what the rebuild found.
+pub struct Loaded {
+    pub covalue: CoValue,
+    /// Sessions checked with Ed25519 now (the store did not vouch for
+    /// them): the caller records them so the next load can skip it.
+    pub newly_verified: Vec<Write>,
+    /// Sessions that fail verification: left out, never served.
+    pub failed: Vec<(Arc<str>, VerifyError)>,
+}
+
+impl CoValue {
     /// Rebuilds a CoValue from storage, re-verifying every session's chain
     /// at each stored signature. A session that fails is left out (and
     /// logged): it is never served. `signer_of` resolves account authors.
@@ -256,12 +268,13 @@ impl CoValue {
     pub fn from_stored(
         stored: StoredCoValue,
         signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
-    ) -> Result<(CoValue, Vec<Write>), VerifyError> {
+    ) -> Result<Loaded, VerifyError> {
         let header_value: Value = serde_json::from_str(&stored.header)
             .map_err(|e| VerifyError::BadHeader(format!("stored header is not JSON: {e}")))?;
         let header = Header::verify(&header_value, &stored.id)?;
         let mut cv = CoValue::new(stored.id.clone(), stored.header.clone(), header);
         let mut newly_verified = Vec::new();
+        let mut failed = Vec::new();
         for s in stored.sessions {
             match cv.load_session(&s, signer_of) {
                 Ok(Some(digest)) => newly_verified.push(Write::Verified {
@@ -272,14 +285,14 @@ impl CoValue {
                     digest,
                 }),
                 Ok(None) => {}
-                Err(e) => log::warn!(
-                    "stored session {} of {} fails verification and will not be served: {e}",
-                    s.session_id,
-                    stored.id
-                ),
+                Err(e) => failed.push((s.session_id.clone(), e)),
             }
         }
-        Ok((cv, newly_verified))
+        Ok(Loaded {
+            covalue: cv,
+            newly_verified,
+            failed,
+        })
     }
 
     /// Adds a stored session after checking its chain: the running hash at
@@ -287,7 +300,7 @@ impl CoValue {
     /// the store vouches for (maia-sync verified exactly this prefix before
     /// and the re-hash gives the same digest) needs no Ed25519 check.
     /// Returns the digest when the signatures were checked now.
-    pub(super) fn load_session(
+    fn load_session(
         &mut self,
         s: &crate::storage::StoredSession,
         signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,

@@ -24,7 +24,7 @@ use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{Store, StoreError};
 use crate::verify::{Author, SigCache};
 use crate::verify::{Signer, parse_session_id, session_signer};
-use covalue::{CoValue, PieceCache};
+use covalue::{CoValue, Loaded, PieceCache};
 use ed25519_dalek::VerifyingKey;
 use gate::Gate;
 use incoming::Incoming;
@@ -327,7 +327,16 @@ impl Engine {
             }
         }
         match CoValue::from_stored(stored, &mut |acc| signers.get(acc).copied()) {
-            Ok((mut cv, newly_verified)) => {
+            Ok(Loaded {
+                covalue: mut cv,
+                newly_verified,
+                failed,
+            }) => {
+                for (session, e) in failed {
+                    warn!(
+                        "stored session {session} of {id} fails verification and will not be served: {e}"
+                    );
+                }
                 for w in newly_verified {
                     if let Err(e) = self.store.write(w) {
                         warn!("cannot record the verification of {id}: {e}");

@@ -4,10 +4,8 @@
 //! every failing session instead of leaving it out with a warning.
 
 use super::covalue::CoValue;
-use crate::storage::{StoredCoValue, StoredSession};
-use crate::verify::Header;
+use crate::storage::StoredCoValue;
 use ed25519_dalek::VerifyingKey;
-use serde_json::Value;
 
 /// What one stored CoValue holds and what of it fails verification.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,46 +16,37 @@ pub struct StoredReport {
     pub failures: Vec<String>,
 }
 
-/// Verifies `stored` as `Engine` does when it loads it. `signer_of`
-/// resolves an account ID to its signer (None: not stored / not an account).
+/// Verifies `stored` as `Engine` does when it loads it, except that no
+/// earlier verification is trusted: every signature is checked again.
+/// `signer_of` resolves an account ID to its signer (None: not stored /
+/// not an account).
 pub fn verify_stored(
     stored: &StoredCoValue,
     signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
 ) -> StoredReport {
-    let mut report = StoredReport {
+    let mut unvouched = stored.clone();
+    for s in &mut unvouched.sessions {
+        s.vouched = None;
+    }
+    let failures = match CoValue::from_stored(unvouched, signer_of) {
+        Ok(loaded) => loaded
+            .failed
+            .into_iter()
+            .map(|(session, e)| format!("session {session}: {e}"))
+            .collect(),
+        Err(e) => vec![format!("header: {e}")],
+    };
+    StoredReport {
         sessions: stored.sessions.len(),
         transactions: stored.sessions.iter().map(|s| s.txs.len()).sum(),
-        failures: Vec::new(),
-    };
-    let header = serde_json::from_str::<Value>(&stored.header)
-        .map_err(|e| format!("header is not JSON: {e}"))
-        .and_then(|v| Header::verify(&v, &stored.id).map_err(|e| e.to_string()));
-    let header = match header {
-        Ok(h) => h,
-        Err(e) => {
-            report.failures.push(format!("header: {e}"));
-            return report;
-        }
-    };
-    let mut cv = CoValue::new(stored.id.clone(), stored.header.clone(), header);
-    for s in &stored.sessions {
-        // A check trusts no earlier verification: every signature again.
-        let s = StoredSession {
-            vouched: None,
-            ..s.clone()
-        };
-        if let Err(e) = cv.load_session(&s, signer_of) {
-            report
-                .failures
-                .push(format!("session {}: {e}", s.session_id));
-        }
+        failures,
     }
-    report
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StoredSession;
     use crate::sync::testkit::{Agent, Writer, allow_all_map};
     use std::sync::Arc;
 

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 impl Engine {
-    pub(super) fn handle_content(&mut self, peer: PeerId, c: Content) {
+    pub(super) fn handle_content(&mut self, peer: PeerId, mut c: Content) {
         let Some(p) = self.peers.get(&peer) else {
             return;
         };
@@ -50,7 +50,11 @@ impl Engine {
                 }
                 return;
             };
-            match Header::verify(h, &c.id) {
+            let checked = c
+                .checked_header
+                .take()
+                .unwrap_or_else(|| Header::verify(h, &c.id));
+            match checked {
                 Ok(parsed) => Some(parsed),
                 Err(e) => {
                     self.stats

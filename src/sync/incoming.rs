@@ -2,7 +2,7 @@
 //! typed so the engine can log exactly what was wrong.
 
 use super::known::KnownState;
-use crate::verify::{CanonicalTx, VerifyError};
+use crate::verify::{CanonicalTx, Header, VerifyError};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +23,9 @@ pub struct Content {
     pub sessions: Vec<SessionEntry>,
     /// Length of the message's JSON text (what holding it costs).
     pub wire_len: usize,
+    /// The verdict on `header` for `id`, when the turn's batch pass already
+    /// checked it (it depends on nothing else, so it is never stale).
+    pub checked_header: Option<Result<Header, VerifyError>>,
 }
 
 pub enum Incoming {
@@ -96,6 +99,7 @@ pub fn parse(v: Value, wire_len: usize) -> Result<Incoming, ParseError> {
                 header,
                 sessions,
                 wire_len,
+                checked_header: None,
             }))
         }
         "done" => Ok(Incoming::Done),

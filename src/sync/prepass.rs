@@ -35,10 +35,16 @@ impl Engine {
             let Incoming::Content(c) = msg else { continue };
             if !self.covalues.contains_key(&c.id)
                 && let Some(h) = &c.header
-                && let Ok(parsed) = Header::verify(h, &c.id)
-                && let Some(k) = parsed.account_signer
             {
-                new_accounts.insert(c.id.clone(), k);
+                let checked = Header::verify(h, &c.id);
+                if let Ok(Header {
+                    account_signer: Some(k),
+                    ..
+                }) = &checked
+                {
+                    new_accounts.insert(c.id.clone(), *k);
+                }
+                c.checked_header = Some(checked);
             }
             for entry in &mut c.sessions {
                 let canon: Vec<_> = entry.txs.iter().map(canonicalize_tx).collect();

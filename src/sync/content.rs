@@ -53,7 +53,7 @@ impl Engine {
             let checked = c
                 .checked_header
                 .take()
-                .unwrap_or_else(|| Header::verify(h, &c.id));
+                .map_or_else(|| Header::verify(h, &c.id), |b| *b);
             match checked {
                 Ok(parsed) => Some(parsed),
                 Err(e) => {

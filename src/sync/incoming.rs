@@ -25,7 +25,7 @@ pub struct Content {
     pub wire_len: usize,
     /// The verdict on `header` for `id`, when the turn's batch pass already
     /// checked it (it depends on nothing else, so it is never stale).
-    pub checked_header: Option<Result<Header, VerifyError>>,
+    pub checked_header: Option<Box<Result<Header, VerifyError>>>,
 }
 
 pub enum Incoming {

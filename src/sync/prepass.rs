@@ -44,7 +44,7 @@ impl Engine {
                 {
                     new_accounts.insert(c.id.clone(), *k);
                 }
-                c.checked_header = Some(checked);
+                c.checked_header = Some(Box::new(checked));
             }
             for entry in &mut c.sessions {
                 let canon: Vec<_> = entry.txs.iter().map(canonicalize_tx).collect();

@@ -38,8 +38,11 @@ pub const ACTIONS: [&str; 7] = [
 /// decides; otherwise the field is looked up without building a tree.
 pub fn action_index(msg: &str) -> usize {
     const PREFIX: &str = "{\"action\":\"";
-    let name = match msg.strip_prefix(PREFIX) {
-        Some(rest) => rest.split('"').next().map(str::to_string),
+    let other = ACTIONS.len() - 1;
+    let index = |name: &str| ACTIONS.iter().position(|a| *a == name);
+    // Counted for every message in and out: the common case borrows.
+    let found = match msg.strip_prefix(PREFIX) {
+        Some(rest) => rest.split('"').next().and_then(index),
         None => {
             #[derive(Deserialize)]
             struct Probe {
@@ -48,11 +51,10 @@ pub fn action_index(msg: &str) -> usize {
             serde_json::from_str::<Probe>(msg)
                 .ok()
                 .and_then(|p| p.action)
+                .and_then(|a| index(&a))
         }
     };
-    let other = ACTIONS.len() - 1;
-    name.and_then(|n| ACTIONS.iter().position(|a| *a == n))
-        .unwrap_or(other)
+    found.unwrap_or(other)
 }
 
 /// Counts per entry of [`ACTIONS`].

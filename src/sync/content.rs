@@ -223,8 +223,8 @@ impl Engine {
                 },
             };
             let delete_check = if is_delete_session(&s.session_id) {
-                let cv = &self.covalues[&id];
-                let group_or_account = cv.header.is_group() || cv.header.account_signer.is_some();
+                // Accounts have a group ruleset too: is_group covers both.
+                let group_or_account = self.covalues[&id].header.is_group();
                 check_delete_session(&id, group_or_account, ours, &s.txs[skip..])
             } else {
                 Ok(())

@@ -23,6 +23,14 @@ pub fn engine() -> Engine {
     Engine::new(Box::new(MemoryStore::new()))
 }
 
+/// Several messages joined into one frame, as cojson batches them.
+pub fn frame(msgs: &[Value]) -> String {
+    msgs.iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Feeds one message and returns the replies released after the commit,
 /// grouped by peer, parsed.
 pub fn send(e: &mut Engine, peer: PeerId, msg: &Value) -> Vec<(PeerId, Value)> {

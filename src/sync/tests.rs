@@ -97,12 +97,7 @@ fn two_clients_exchange_matches_the_reference_server() {
         if msgs.is_empty() {
             continue;
         }
-        let frame = msgs
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
-        e.receive_frame(peer, &frame);
+        e.receive_frame(peer, &frame(&msgs));
         for (p, m) in drain(&mut e) {
             got.entry(p).or_default().push(m);
         }
@@ -465,17 +460,13 @@ fn a_forged_batch_inside_a_turn_is_found_and_the_rest_accepted() {
     c.1 = real_c.1.clone();
     let d = w1.batch(&agent, &["[4]".to_string()]);
     let other = w2.batch(&agent, &["[x]".to_string()]);
-    let frame = [
+    let frame = frame(&[
         content(&id1, Some(&h1), &sid, &a),
         content(&id1, None, &sid, &b),
         content(&id1, None, &sid, &c),
         content(&id1, None, &sid, &d),
         content(&id2, Some(&h2), &sid, &other),
-    ]
-    .iter()
-    .map(Value::to_string)
-    .collect::<Vec<_>>()
-    .join("\n");
+    ]);
     let mut e = engine();
     e.connect(A);
     e.receive_frame(A, &frame);
@@ -594,14 +585,10 @@ fn several_held_messages_for_one_covalue_are_released_in_order() {
     let g = Writer::new().batch(&agent, &["[]".to_string()]);
     let mut e = engine();
     e.connect(A);
-    let frame = [
+    let frame = frame(&[
         content(&mid, Some(&map_header), &sid, &m1),
         content(&mid, None, &sid, &m2),
-    ]
-    .iter()
-    .map(Value::to_string)
-    .collect::<Vec<_>>()
-    .join("\n");
+    ]);
     e.receive_frame(A, &frame);
     let r = only(A, &drain(&mut e));
     assert_eq!(

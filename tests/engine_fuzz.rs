@@ -6,9 +6,9 @@
 
 mod common;
 
-use maia_sync::protocol::{Outgoing, PeerId};
 use maia_sync::storage::memory::MemoryStore;
 use maia_sync::sync::Engine;
+use maia_sync::sync::{Outgoing, PeerId};
 use serde_json::Value;
 
 /// xorshift64*: a small deterministic generator, enough for mutations.

@@ -7,9 +7,10 @@ use std::io::{Read, Write};
 use std::net::{TcpListener as StdListener, TcpStream as StdStream};
 use std::time::{Duration, Instant};
 
-use maia_sync::conn::{CloseReason, Conn, Event, Limits, Progress};
-use maia_sync::http;
-use maia_sync::protocol::PeerId;
+use maia_sync::net::close::CloseReason;
+use maia_sync::net::conn::{Conn, Event, Limits, Progress};
+use maia_sync::net::http;
+use maia_sync::sync::PeerId;
 use mio::net::TcpStream;
 use tungstenite::protocol::Role;
 

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{TempDir, fixture_copy, read_json, shared_dir};
-use maia_sync::protocol::{Outgoing, PeerId};
 use maia_sync::storage::sqlite::{OpenError, SqliteStore, Synchronous};
 use maia_sync::storage::{SCHEMA_VERSION, Store};
 use maia_sync::sync::Engine;
+use maia_sync::sync::{Outgoing, PeerId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

@@ -5,9 +5,7 @@
 pub mod memory;
 mod schema;
 pub mod sqlite;
-
-#[cfg(test)]
-mod tests;
+pub mod timed;
 
 pub use schema::SCHEMA_VERSION;
 

@@ -3,14 +3,14 @@
 //! subscriber by known-state difference.
 
 use super::covalue::{self, CoValue};
+use super::decode::Content;
+use super::encode;
 use super::gate::HoldError;
-use super::incoming::Content;
 use super::known::KnownState;
-use super::outgoing;
 use super::stats::{self, RejectReason};
 use super::{Engine, Signer};
-use crate::protocol::PeerId;
 use crate::storage::Write;
+use crate::sync::PeerId;
 use crate::verify::{
     Author, CanonicalTx, Header, VerifyError, canonicalize_tx, check_delete_session,
     is_delete_session, parse_session_id,
@@ -44,7 +44,7 @@ impl Engine {
         } else {
             let Some(h) = &c.header else {
                 let empty = KnownState::default();
-                self.send(peer, outgoing::known(&c.id, &empty, true));
+                self.send(peer, encode::known(&c.id, &empty, true));
                 if let Some(e) = self.entry(peer, &c.id) {
                     e.told = true;
                 }
@@ -71,7 +71,7 @@ impl Engine {
                     .peer_mut(peer)
                     .is_some_and(|p| p.requested.insert(dep.clone()));
                 if first_ask {
-                    self.send(peer, outgoing::load(dep, &KnownState::default()));
+                    self.send(peer, encode::load(dep, &KnownState::default()));
                 }
             }
             self.hold(peer, c, missing);

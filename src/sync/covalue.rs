@@ -2,11 +2,11 @@
 //! session may be cut into separately verifiable chunks, and the content a
 //! peer is missing (PROTOCOL.md §3.3, §4.6, §5.1).
 
+use super::encode::{self, ChunkOut};
 use super::known::KnownState;
-use super::outgoing::{self, ChunkOut};
 use super::peer::PeerEntry;
-use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{SessionAppend, StoredCoValue, Write};
+use crate::sync::{Outgoing, PeerId};
 use crate::verify::{
     CanonicalTx, ChainState, Header, SigCache, SigCheck, Signer, VerifyError, canonicalize_tx,
 };
@@ -116,7 +116,7 @@ impl CoValue {
 
     /// A `known` message with our full state.
     pub fn known_message(&self, correction: bool) -> String {
-        outgoing::known_iter(&self.id, true, self.sessions(), correction)
+        encode::known_iter(&self.id, true, self.sessions(), correction)
     }
 
     pub fn known_state(&self) -> KnownState {
@@ -492,7 +492,7 @@ impl CoValue {
         let include_header = !peer.is_some_and(|k| k.header);
         if pieces.is_empty() {
             return if include_header {
-                vec![outgoing::content(
+                vec![encode::content(
                     &self.id,
                     Some(&self.header_json),
                     self.header.priority,
@@ -529,7 +529,7 @@ impl CoValue {
                     })
                     .collect();
                 let first = n == 0;
-                outgoing::content(
+                encode::content(
                     &self.id,
                     (first && include_header).then_some(&*self.header_json),
                     self.header.priority,

@@ -5,8 +5,8 @@
 //! every held message, and capped per peer in count and bytes, because a
 //! peer can send content whose dependencies never come.
 
-use super::incoming::Content;
-use crate::protocol::PeerId;
+use super::decode::Content;
+use crate::sync::PeerId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 

@@ -5,10 +5,10 @@
 
 mod content;
 mod covalue;
+mod decode;
+mod encode;
 mod gate;
-mod incoming;
 mod known;
-mod outgoing;
 mod peer;
 mod prepass;
 mod reconcile;
@@ -19,15 +19,16 @@ mod stored_check;
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_storage;
 
-use crate::protocol::{Outgoing, PeerId};
 use crate::storage::{Store, StoreError};
 use crate::verify::{Author, SigCache};
 use crate::verify::{Signer, parse_session_id, session_signer};
 use covalue::{CoValue, Loaded, PieceCache};
+use decode::Incoming;
 use ed25519_dalek::VerifyingKey;
 use gate::Gate;
-use incoming::Incoming;
 use known::KnownState;
 use log::{debug, warn};
 use peer::{Peer, PeerEntry};
@@ -36,6 +37,19 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use covalue::MAX_RECOMMENDED_TX_SIZE;
+
+/// Identifies one WebSocket peer for the lifetime of its connection.
+/// Never reused, so engine state keyed by it cannot leak into a later
+/// connection that happens to get the same slab slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+/// One sync message (a single JSON text, no newline) for one peer.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub peer: PeerId,
+    pub text: String,
+}
 pub use stats::{EngineStats, RejectReason};
 pub use stored_check::{StoredReport, verify_stored};
 
@@ -204,7 +218,7 @@ impl Engine {
             }
         }
         for (v, len) in values {
-            match incoming::parse(v, len) {
+            match decode::parse(v, len) {
                 Ok(msg) => self.inbox.push((peer, msg)),
                 Err(e) => warn!("peer {}: ignoring message: {e}", peer.0),
             }
@@ -432,7 +446,7 @@ impl Engine {
         if !self.available(id) {
             if force {
                 let empty = KnownState::default();
-                self.send(peer, outgoing::known(id, &empty, false));
+                self.send(peer, encode::known(id, &empty, false));
                 if let Some(e) = self.entry(peer, id) {
                     e.told = true;
                 }

@@ -11,8 +11,8 @@
 //! therefore only a cache miss, never a wrong decision.
 
 use super::Engine;
-use super::incoming::Incoming;
-use crate::protocol::PeerId;
+use super::decode::Incoming;
+use crate::sync::PeerId;
 use crate::verify::{ChainState, Header, SigCheck, Signer, canonicalize_tx, session_signer};
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;

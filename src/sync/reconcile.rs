@@ -3,10 +3,10 @@
 //! and acks the batch once the client has answered each of them.
 
 use super::Engine;
+use super::encode;
 use super::known::KnownState;
-use super::outgoing;
 use super::peer;
-use crate::protocol::PeerId;
+use crate::sync::PeerId;
 use crate::verify::short_hash_of_sessions;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,19 +28,19 @@ impl Engine {
                 continue;
             }
             if !self.available(&id) {
-                self.send(peer, outgoing::load(&id, &KnownState::default()));
+                self.send(peer, encode::load(&id, &KnownState::default()));
                 pending.insert(id);
             } else {
                 let cv = &self.covalues[&id];
                 if short_hash_of_sessions(cv.sessions()) != hash {
-                    let text = outgoing::load(&id, &cv.known_state());
+                    let text = encode::load(&id, &cv.known_state());
                     self.send(peer, text);
                     pending.insert(id);
                 }
             }
         }
         if pending.is_empty() {
-            self.send(peer, outgoing::reconcile_ack(&batch_id));
+            self.send(peer, encode::reconcile_ack(&batch_id));
         } else if let Some(p) = self.peer_mut(peer) {
             p.reconciles.push(peer::Reconcile { batch_id, pending });
         }
@@ -52,7 +52,7 @@ impl Engine {
             _ => return,
         };
         for batch in done {
-            self.send(peer, outgoing::reconcile_ack(&batch));
+            self.send(peer, encode::reconcile_ack(&batch));
         }
     }
 }

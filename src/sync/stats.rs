@@ -2,7 +2,7 @@
 //! where the event happens and read by the reactor when scraped. They only
 //! ever grow (Prometheus counters), so a reader needs no coordination.
 
-use super::incoming::Content;
+use super::decode::Content;
 use crate::verify::VerifyError;
 
 /// Why transactions a peer sent were not accepted. A fixed, small set: the

@@ -2,8 +2,8 @@
 //! with a fixed key (for behaviour the recorded vectors do not cover).
 
 use super::Engine;
-use crate::protocol::{Outgoing, PeerId};
 use crate::storage::memory::MemoryStore;
+use crate::sync::{Outgoing, PeerId};
 use crate::verify::Header;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! rules of PROTOCOL.md §5 where the recordings do not reach.
 
 use super::testkit::*;
-use crate::protocol::PeerId;
+use crate::sync::PeerId;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 

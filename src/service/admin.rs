@@ -263,10 +263,10 @@ pub fn run_check(db: &Path) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::PeerId;
     use crate::storage::Write;
     use crate::storage::sqlite::Synchronous;
     use crate::sync::Engine;
+    use crate::sync::PeerId;
     use crate::sync::testkit::{Agent, TempDir, Writer, allow_all_map};
 
     /// A database with one map written through the engine (so it is exactly

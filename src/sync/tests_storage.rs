@@ -1,11 +1,11 @@
 //! The engine over the SQLite store: persistence across reopen, the memory
 //! budget, and what happens when a commit fails.
 
-use super::memory::MemoryStore;
-use super::sqlite::{SqliteStore, Synchronous};
-use super::{Store, StoreError, StoredCoValue, Write};
-use crate::protocol::PeerId;
+use crate::storage::memory::MemoryStore;
+use crate::storage::sqlite::{SqliteStore, Synchronous};
+use crate::storage::{Store, StoreError, StoredCoValue, Write};
 use crate::sync::Engine;
+use crate::sync::PeerId;
 use crate::sync::testkit::*;
 use serde_json::{Value, json};
 

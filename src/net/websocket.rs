@@ -13,11 +13,10 @@ use tungstenite::Message;
 use tungstenite::Utf8Bytes;
 use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 
-use crate::conn::CloseReason;
-use crate::protocol::PeerId;
+use crate::net::close::{CloseReason, close_code_for};
+use crate::sync::PeerId;
 
 /// tungstenite allocates this eagerly per connection; small, because idle
 /// connections must stay cheap (a large message grows it on demand).
@@ -295,18 +294,5 @@ fn write_error(e: WsError) -> WriteStep {
             WriteStep::Closed(CloseReason::ClientClosed("closing".into()))
         }
         other => WriteStep::Closed(CloseReason::Protocol(other.to_string())),
-    }
-}
-
-/// Close code (RFC 6455 §7.4.1) and a short reason for the failures the
-/// client should hear about; other ends need no close frame.
-pub fn close_code_for(reason: &CloseReason) -> Option<(CloseCode, &'static str)> {
-    match reason {
-        CloseReason::MessageTooBig { .. } => Some((CloseCode::Size, "message too big")),
-        CloseReason::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
-        CloseReason::StorageFailed => Some((CloseCode::Error, "storage error")),
-        // 1001: clients reconnect (to this server once it is back).
-        CloseReason::ServerShutdown => Some((CloseCode::Away, "server shutting down")),
-        _ => None,
     }
 }

@@ -23,21 +23,18 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::config::Config;
-use crate::conn::{CloseReason, Conn, Event, Limits, Progress};
-use crate::metrics::{Live, Metrics, SharedCommitStats};
-use crate::outbound::ping_text;
-use crate::protocol::{Outgoing, PeerId};
-use crate::proxy;
-use crate::signals::{Shutdown, StopSignals};
-use crate::sync::Engine;
-use crate::systemd::Notifier;
+use crate::net::close::CloseReason;
+use crate::net::conn::{Conn, Event, Limits, Progress};
+use crate::net::out_queue::ping_text;
+use crate::net::proxy;
+use crate::net::signals::{Shutdown, StopSignals};
+use crate::net::stats::{Live, NetStats};
+use crate::sync::{Engine, Outgoing, PeerId};
 
 /// The reference server pings every 1.5 s (PROTOCOL.md §1.4).
 pub const PING_INTERVAL: Duration = Duration::from_millis(1500);
@@ -53,22 +50,30 @@ pub struct Options {
     pub ping_interval: Duration,
     /// How long connections get to close after a stop signal.
     pub shutdown_timeout: Duration,
-    /// Filled by the store wrapper (`metrics::TimedStore`), shown by
-    /// `/metrics`.
-    pub commit_stats: SharedCommitStats,
-    /// The database file, for its size in `/metrics` (None: in memory).
-    pub db_path: Option<PathBuf>,
 }
 
-impl Options {
-    pub fn from_config(c: &Config) -> Options {
-        Options {
-            limits: Limits::from_config(c),
-            ping_interval: PING_INTERVAL,
-            shutdown_timeout: c.shutdown_timeout,
-            commit_stats: SharedCommitStats::default(),
-            db_path: (!c.in_memory).then(|| c.db_path.clone()),
-        }
+/// What the loop asks of the service around it: the service manager's
+/// notifications (systemd's `sd_notify`) and the `/metrics` body. Kept
+/// behind a trait so the network layer does not depend on the service.
+pub trait Hooks {
+    /// Sends state lines (`READY=1`, `WATCHDOG=1`, ...) to the manager.
+    fn notify(&mut self, state: &str);
+    /// How often the loop must send `WATCHDOG=1` (None: never).
+    fn watchdog_interval(&self) -> Option<Duration>;
+    /// The body of `GET /metrics`.
+    fn metrics(&mut self, net: &NetStats, live: Live, engine: &Engine) -> String;
+}
+
+/// No service manager and an empty `/metrics` (tests, embedding).
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn notify(&mut self, _state: &str) {}
+    fn watchdog_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn metrics(&mut self, _net: &NetStats, _live: Live, _engine: &Engine) -> String {
+        String::new()
     }
 }
 
@@ -201,10 +206,10 @@ pub struct Reactor {
     out: Vec<Outgoing>,
     /// Live entries in the slab.
     open: usize,
-    metrics: Metrics,
+    stats: NetStats,
     signals: Option<StopSignals>,
     shutdown: Option<Shutdown>,
-    notifier: Notifier,
+    hooks: Box<dyn Hooks>,
     next_watchdog: Option<Instant>,
 }
 
@@ -221,7 +226,7 @@ impl Reactor {
             listener: Some(listener),
             local_addr,
             next_ping: Instant::now() + opts.ping_interval,
-            metrics: Metrics::new(opts.commit_stats.clone(), opts.db_path.clone()),
+            stats: NetStats::default(),
             opts,
             slab: Slab::new(),
             peers: HashMap::new(),
@@ -235,7 +240,7 @@ impl Reactor {
             open: 0,
             signals: None,
             shutdown: None,
-            notifier: Notifier::default(),
+            hooks: Box::new(NoHooks),
             next_watchdog: None,
         })
     }
@@ -254,10 +259,11 @@ impl Reactor {
         Ok(())
     }
 
-    /// Reports readiness, stopping and liveness to systemd (`Type=notify`).
-    pub fn set_notifier(&mut self, notifier: Notifier) {
-        self.next_watchdog = notifier.watchdog_interval().map(|i| Instant::now() + i);
-        self.notifier = notifier;
+    /// The service around the loop: readiness, stopping and liveness for
+    /// systemd (`Type=notify`), and the `/metrics` body.
+    pub fn set_hooks(&mut self, hooks: Box<dyn Hooks>) {
+        self.next_watchdog = hooks.watchdog_interval().map(|i| Instant::now() + i);
+        self.hooks = hooks;
     }
 
     /// Serves until a stop signal's shutdown completes (then the caller
@@ -265,7 +271,7 @@ impl Reactor {
     pub fn run(&mut self, engine: &mut Engine) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         // Storage is open and the socket listens: clients can be served.
-        self.notifier
+        self.hooks
             .notify(&format!("READY=1\nSTATUS=listening on {}", self.local_addr));
         loop {
             self.turn(engine, &mut events)?;
@@ -392,7 +398,7 @@ impl Reactor {
                 seen_out: 0,
             });
             self.open += 1;
-            self.metrics.connections_total += 1;
+            self.stats.connections_total += 1;
             let registered = match self.slab.get_mut(slot).and_then(|e| e.conn.stream_mut()) {
                 Some(s) => self.poll.registry().register(
                     s,
@@ -436,7 +442,8 @@ impl Reactor {
         entry.read_turn = self.turn;
         let peer = entry.conn.id;
         let peers = &mut self.peers;
-        let metrics = &mut self.metrics;
+        let stats = &mut self.stats;
+        let hooks = &mut self.hooks;
         let open = self.open;
         let mut head = None;
         let progress = entry
@@ -448,7 +455,7 @@ impl Reactor {
                         connections_open: open,
                         websockets_open: peers.len(),
                     };
-                    *body = metrics.render(live, engine);
+                    *body = hooks.metrics(stats, live, engine);
                 }
                 Event::Upgraded { path } => {
                     log::debug!("connection #{} upgraded to WebSocket on {path}", peer.0);
@@ -456,7 +463,7 @@ impl Reactor {
                     engine.connect(peer);
                 }
                 Event::Text(text) => {
-                    metrics.messages_in.count_frame(text);
+                    stats.messages_in.count_frame(text);
                     engine.receive_frame(peer, text);
                 }
             });
@@ -471,8 +478,8 @@ impl Reactor {
     fn account_io(&mut self, slot: usize) {
         if let Some(e) = self.slab.get_mut(slot) {
             let (i, o) = (e.conn.bytes_in(), e.conn.bytes_out());
-            self.metrics.bytes_in += i.saturating_sub(e.seen_in);
-            self.metrics.bytes_out += o.saturating_sub(e.seen_out);
+            self.stats.bytes_in += i.saturating_sub(e.seen_in);
+            self.stats.bytes_out += o.saturating_sub(e.seen_out);
             (e.seen_in, e.seen_out) = (i, o);
         }
     }
@@ -595,8 +602,8 @@ impl Reactor {
         {
             // From the loop itself: a loop stuck in a long commit or a
             // busy spin stops these, and systemd restarts the service.
-            self.notifier.notify("WATCHDOG=1");
-            let interval = self.notifier.watchdog_interval().unwrap_or(Duration::MAX);
+            self.hooks.notify("WATCHDOG=1");
+            let interval = self.hooks.watchdog_interval().unwrap_or(Duration::MAX);
             self.next_watchdog = now.checked_add(interval);
         }
         if self.shutdown.is_some() {
@@ -661,7 +668,7 @@ impl Reactor {
             let Some(e) = self.slab.live(slot, peer) else {
                 continue;
             };
-            self.metrics.messages_out.count(&text);
+            self.stats.messages_out.count(&text);
             match e.conn.queue_message(text, now, &self.opts.limits) {
                 Ok(()) => self.mark_dirty(slot, peer),
                 Err(reason) => self.after(slot, Progress::Close(reason), false, engine),
@@ -715,7 +722,7 @@ impl Reactor {
                 s.hurry(now);
                 continue;
             }
-            self.notifier.notify("STOPPING=1\nSTATUS=shutting down");
+            self.hooks.notify("STOPPING=1\nSTATUS=shutting down");
             if let Some(mut l) = self.listener.take() {
                 let _ = self.poll.registry().deregister(&mut l);
                 // Dropped here: the port closes and new clients are

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use log::LevelFilter;
 
-use crate::config::{Config, ConfigError, DEFAULT_DB_PATH, parse_level};
+use crate::service::config::{Config, ConfigError, DEFAULT_DB_PATH, parse_level};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {

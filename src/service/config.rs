@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::proxy::IpRange;
+use crate::net::proxy::IpRange;
 use crate::storage::sqlite::Synchronous;
 
 pub const DEFAULT_PORT: u16 = 4203;

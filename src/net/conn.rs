@@ -16,19 +16,18 @@
 //! (`on_timer`) and output (`queue_message`, `queue_ping`); every call
 //! returns a [`Progress`] saying what the reactor must do next.
 
-use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::config::Config;
-use crate::http;
-pub use crate::outbound::{MAX_BATCH_BYTES, OutQueue, ping_text};
-use crate::protocol::PeerId;
-use crate::proxy::{self, IpRange};
-use crate::websocket::{ReadStep, WriteStep, WsStream, close_code_for};
+use crate::net::close::{CloseReason, close_code_for};
+use crate::net::http;
+pub use crate::net::out_queue::{MAX_BATCH_BYTES, OutQueue, ping_text};
+use crate::net::proxy::{self, IpRange};
+use crate::net::websocket::{ReadStep, WriteStep, WsStream};
+use crate::sync::PeerId;
 
 /// Per connection per turn, so one busy client cannot starve the others.
 pub const READ_BUDGET_BYTES: usize = 64 * 1024;
@@ -48,100 +47,6 @@ pub struct Limits {
     pub write_timeout: Duration,
     /// Peers whose `X-Forwarded-For` names the client (see `proxy`).
     pub trusted_proxies: Vec<IpRange>,
-}
-
-impl Limits {
-    pub fn from_config(c: &Config) -> Limits {
-        Limits {
-            max_message_bytes: c.max_message_bytes,
-            max_outbound_bytes: c.max_outbound_bytes,
-            max_header_bytes: http::MAX_HEADER_BYTES,
-            header_timeout: c.header_timeout,
-            write_timeout: c.write_timeout,
-            trusted_proxies: c.trusted_proxies.clone(),
-        }
-    }
-}
-
-/// Why a connection ended; shown in its close log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    ClientClosed(String),
-    /// TCP ended without a WebSocket close frame.
-    Eof,
-    /// TCP ended before a complete request head arrived.
-    NoRequest,
-    Io(io::ErrorKind),
-    HeaderTimeout(Duration),
-    Http {
-        status: u16,
-        detail: String,
-    },
-    MessageTooBig {
-        limit: usize,
-        detail: String,
-    },
-    Protocol(String),
-    OutboundOverflow {
-        queued: usize,
-        limit: usize,
-    },
-    WriteStalled(Duration),
-    /// The engine's storage commit failed; the client must re-sync.
-    StorageFailed,
-    /// SIGTERM/SIGINT: the server is stopping (close code 1001).
-    ServerShutdown,
-}
-
-impl CloseReason {
-    /// Abnormal ends are logged as warnings: they point at a misbehaving
-    /// client or a limit an operator may want to raise.
-    pub fn is_abnormal(&self) -> bool {
-        matches!(
-            self,
-            CloseReason::HeaderTimeout(_)
-                | CloseReason::MessageTooBig { .. }
-                | CloseReason::Protocol(_)
-                | CloseReason::OutboundOverflow { .. }
-                | CloseReason::WriteStalled(_)
-                | CloseReason::StorageFailed
-        )
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::ClientClosed(d) => write!(f, "client closed the WebSocket ({d})"),
-            CloseReason::Eof => f.write_str("client disconnected"),
-            CloseReason::NoRequest => f.write_str("client disconnected before a complete request"),
-            CloseReason::Io(k) => write!(f, "socket error: {k}"),
-            CloseReason::HeaderTimeout(d) => write!(
-                f,
-                "no complete HTTP request head within {} ms (header timeout)",
-                d.as_millis()
-            ),
-            CloseReason::Http { status, detail } => write!(f, "answered HTTP {status}: {detail}"),
-            CloseReason::MessageTooBig { limit, detail } => write!(
-                f,
-                "incoming message too big (max-message-bytes is {limit}): {detail}"
-            ),
-            CloseReason::Protocol(d) => write!(f, "WebSocket protocol error: {d}"),
-            CloseReason::OutboundOverflow { queued, limit } => write!(
-                f,
-                "outbound queue of {queued} bytes exceeds max-outbound-bytes ({limit}); client not reading?"
-            ),
-            CloseReason::StorageFailed => {
-                f.write_str("storage commit failed; closing so the client reconnects and re-syncs")
-            }
-            CloseReason::ServerShutdown => f.write_str("server shutting down"),
-            CloseReason::WriteStalled(d) => write!(
-                f,
-                "no write progress for {} ms with output pending (write timeout); client not reading?",
-                d.as_millis()
-            ),
-        }
-    }
 }
 
 /// What the reactor must do after a call into a connection.

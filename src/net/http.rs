@@ -15,6 +15,9 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// httparse needs a fixed header array; more headers than this is a 431.
 const MAX_HEADERS: usize = 64;
 
+/// The `Content-Type` of `/metrics` (Prometheus text exposition 0.0.4).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// What to do with the bytes received so far on a fresh connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -166,7 +169,7 @@ pub fn switching_protocols(key: &str) -> Vec<u8> {
 pub fn metrics_response(body: &str) -> Response {
     Response {
         status: 200,
-        bytes: response_bytes(200, "OK", &[], crate::metrics::CONTENT_TYPE, body),
+        bytes: response_bytes(200, "OK", &[], METRICS_CONTENT_TYPE, body),
         detail: "metrics scrape".into(),
     }
 }

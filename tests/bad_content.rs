@@ -1,17 +1,17 @@
-//! Bad sync messages over real sockets: each gets the reply PROTOCOL.md
+//! Bad sync messages over real sockets: each gets the reply docs/protocol.md
 //! names (or none), a clear log line, and nothing else changes: another
 //! client in the same test keeps syncing throughout.
 
 mod common;
 
-use common::{WsClient, read_json, shared_dir, start_server};
+use common::{WsClient, data_dir, read_json, start_server};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(400);
 
 fn vector(name: &str) -> Value {
-    read_json(&shared_dir().join("vectors").join(name))
+    read_json(&data_dir().join("vectors").join(name))
 }
 
 fn content(v: &Value, case: &Value, after: u64, with_header: bool) -> Value {

@@ -27,7 +27,7 @@ impl Rng {
 }
 
 fn corpus() -> Vec<Value> {
-    let dir = common::shared_dir().join("vectors");
+    let dir = common::data_dir().join("vectors");
     let mut msgs = Vec::new();
     for name in [
         "exchange-two-clients.jsonl",

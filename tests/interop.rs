@@ -151,7 +151,7 @@ fn restart_reupload() {
     );
 }
 
-/// Storage reconciliation (PROTOCOL.md §4.5) with a real client that has
+/// Storage reconciliation (docs/protocol.md §4.5) with a real client that has
 /// local SQLite storage (`tests/node/reconcile.mjs`, which describes the
 /// phases and assertions): the client's storage holds 275 CoValues; server X
 /// holds an older part of them (121 missing, 40 in an older state, 114

@@ -1,10 +1,10 @@
 //! The SQLite store against databases written by the reference
-//! implementation (`../shared/fixtures`): cojson 0.20.19 (schema 7) and
+//! implementation (`tests/data/fixtures`): cojson 0.20.19 (schema 7) and
 //! jazz-run 0.15.10 (schema 3, migrated on open).
 
 mod common;
 
-use common::{TempDir, fixture_copy, read_json, shared_dir};
+use common::{TempDir, data_dir, fixture_copy, read_json};
 use maia_sync::storage::sqlite::{OpenError, SqliteStore, Synchronous};
 use maia_sync::storage::{SCHEMA_VERSION, Store};
 use maia_sync::sync::Engine;
@@ -23,7 +23,7 @@ fn sha256(s: &str) -> String {
 
 fn expected(fixture: &str) -> Value {
     read_json(
-        &shared_dir()
+        &data_dir()
             .join("fixtures")
             .join(format!("{fixture}.expected.json")),
     )

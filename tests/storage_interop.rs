@@ -3,7 +3,7 @@
 //! server (`tests/node/reference-server.mjs --db`, cojson's own SQLite
 //! storage over better-sqlite3).
 //!
-//! - `fixtures_read_through_the_server`: the shared/fixtures databases (cojson
+//! - `fixtures_read_through_the_server`: the tests/data/fixtures databases (cojson
 //!   0.20.19 and jazz-run 0.15.10), served to a client logged in as their
 //!   account, value for value and byte for byte; again after a restart.
 //! - `values_survive_a_restart`: values written, acknowledged, server stopped
@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use common::node::{NodeProc, ReferenceServer, ensure_npm_packages, take_turn};
 use common::{
-    Server, TempDir, describe_exit, fixture_copy, read_json, shared_dir, signal, start_server,
-    tail, wait_exit,
+    Server, TempDir, data_dir, describe_exit, fixture_copy, read_json, signal, start_server, tail,
+    wait_exit,
 };
 use serde_json::Value;
 
@@ -158,7 +158,7 @@ fn fixtures_read_through_the_server() {
     for fixture in ["cojson-0.20.19-sample", "cojson-0.15.10-sample"] {
         let dir = TempDir::new("storage-fixture");
         let db = fixture_copy(&format!("{fixture}.db"), dir.path());
-        let expected_path = shared_dir()
+        let expected_path = data_dir()
             .join("fixtures")
             .join(format!("{fixture}.expected.json"));
         let expected = read_json(&expected_path);
@@ -635,7 +635,7 @@ fn bad_database_files_are_refused() {
 
     // A truncated database (a valid header, pages missing): refused, untouched.
     let truncated = dir.path().join("truncated.db");
-    let full = std::fs::read(shared_dir().join("fixtures/cojson-0.20.19-sample.db")).unwrap();
+    let full = std::fs::read(data_dir().join("fixtures/cojson-0.20.19-sample.db")).unwrap();
     std::fs::write(&truncated, &full[..8192]).unwrap();
     assert_refused(&truncated, &[path_str(&truncated), "malformed"]);
     assert!(std::fs::read(&truncated).unwrap() == full[..8192]);

@@ -1,5 +1,5 @@
 //! The verification rules against every vector made with the real cojson
-//! 0.20.19 code (`../shared/vectors/`): IDs, canonical transactions, the
+//! 0.20.19 code (`tests/data/vectors/`): IDs, canonical transactions, the
 //! BLAKE3 chain, Ed25519 signatures, signer resolution, tampered batches.
 //! (Engine replays of the recorded exchanges live in `src/sync/tests.rs`.)
 
@@ -13,7 +13,7 @@ use maia_sync::verify::{
 use serde_json::Value;
 
 fn vector(name: &str) -> Value {
-    common::read_json(&common::shared_dir().join("vectors").join(name))
+    common::read_json(&common::data_dir().join("vectors").join(name))
 }
 
 /// The canonical forms of a JSON array of transactions (the first error).

@@ -563,7 +563,7 @@ impl Conn {
                 ReadStep::Text(t) => {
                     bytes += t.len();
                     messages += 1;
-                    // An empty frame only proves liveness (PROTOCOL.md §1.2).
+                    // An empty frame only proves liveness (docs/protocol.md §1.2).
                     // While going away, nothing new is accepted: it could
                     // not be acknowledged before the close.
                     if !t.is_empty() && !w.going_away {

@@ -67,7 +67,7 @@ impl OutQueue {
     }
 }
 
-/// `{"type":"ping","time":<epoch ms>,"dc":"unknown"}` (PROTOCOL.md §1.4).
+/// `{"type":"ping","time":<epoch ms>,"dc":"unknown"}` (docs/protocol.md §1.4).
 pub fn ping_text() -> String {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

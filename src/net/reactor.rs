@@ -36,7 +36,7 @@ use crate::net::signals::{Shutdown, StopSignals};
 use crate::net::stats::{Live, NetStats};
 use crate::sync::{Engine, Outgoing, PeerId};
 
-/// The reference server pings every 1.5 s (PROTOCOL.md §1.4).
+/// The reference server pings every 1.5 s (docs/protocol.md §1.4).
 pub const PING_INTERVAL: Duration = Duration::from_millis(1500);
 /// After a failed accept (out of file descriptors), wait before retrying.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);

@@ -1,4 +1,4 @@
-//! cojson's SQLite schema (STORAGE.md §1): the same tables, the same
+//! cojson's SQLite schema (docs/storage.md §1): the same tables, the same
 //! `user_version` numbering, so the reference server and maia-sync can open
 //! each other's databases. Unlike cojson, each migration and its version
 //! bump commit together, so a crash cannot leave a half-applied migration.

@@ -1,4 +1,4 @@
-//! The durable store: cojson's SQLite layout (STORAGE.md), written on the
+//! The durable store: cojson's SQLite layout (docs/storage.md), written on the
 //! event-loop thread. Every write of a loop turn goes into one transaction
 //! (`BEGIN IMMEDIATE` on the first write, `COMMIT` in `commit`), so one
 //! fsync covers a whole turn and acks can wait for it cheaply.
@@ -285,7 +285,7 @@ impl SqliteStore {
                 .map_err(backend)?;
         }
         // OR REPLACE overwrites orphan rows a crashed writer may have left
-        // beyond lastIdx (STORAGE.md §3.2).
+        // beyond lastIdx (docs/storage.md §3.2).
         let mut stmt = self
             .conn
             .prepare_cached(

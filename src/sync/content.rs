@@ -1,4 +1,4 @@
-//! `content` (PROTOCOL.md §5.4): the dependency gate, verification and
+//! `content` (docs/protocol.md §5.4): the dependency gate, verification and
 //! appending of each session entry, the ack, and forwarding to every
 //! subscriber by known-state difference.
 

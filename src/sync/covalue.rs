@@ -1,6 +1,6 @@
 //! One CoValue held in memory: its header, its verified sessions, where each
 //! session may be cut into separately verifiable chunks, and the content a
-//! peer is missing (PROTOCOL.md §3.3, §4.6, §5.1).
+//! peer is missing (docs/protocol.md §3.3, §4.6, §5.1).
 
 use super::encode::{self, ChunkOut};
 use super::known::KnownState;
@@ -214,7 +214,7 @@ impl CoValue {
             stored.push(t.json);
         }
         session.last_signature = signature.clone();
-        // cojson storage's rule (STORAGE.md §2.2), so that memory and disk
+        // cojson storage's rule (docs/storage.md §2.2), so that memory and disk
         // agree on where a session may be cut.
         let checkpoint = session.bytes_since_checkpoint + size > MAX_RECOMMENDED_TX_SIZE;
         if checkpoint {

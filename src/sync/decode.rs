@@ -1,4 +1,4 @@
-//! Parsing of incoming sync messages (PROTOCOL.md §4). Shape errors are
+//! Parsing of incoming sync messages (docs/protocol.md §4). Shape errors are
 //! typed so the engine can log exactly what was wrong.
 
 use super::known::KnownState;

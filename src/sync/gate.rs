@@ -1,4 +1,4 @@
-//! The dependency gate (PROTOCOL.md §5.4 step 1): `content` whose
+//! The dependency gate (docs/protocol.md §5.4 step 1): `content` whose
 //! dependencies (owning group, author accounts, parent groups and members)
 //! are not available waits here until they arrive, or until the sender says
 //! it lacks them too. Indexed so that neither holding nor releasing scans

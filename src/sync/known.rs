@@ -1,4 +1,4 @@
-//! Known states (PROTOCOL.md §3.5): which transactions of a CoValue a side holds.
+//! Known states (docs/protocol.md §3.5): which transactions of a CoValue a side holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The sync engine: sans-I/O. The reactor feeds it frames and peer events;
 //! the engine verifies, updates state, hands accepted writes to storage and
 //! queues replies in an outbox that is released only after the turn's
-//! commit (`end_turn`). Rules: PROTOCOL.md §5.
+//! commit (`end_turn`). Rules: docs/protocol.md §5.
 
 mod content;
 mod covalue;

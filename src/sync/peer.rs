@@ -1,4 +1,4 @@
-//! What the engine knows about one connected peer (PROTOCOL.md §5 intro).
+//! What the engine knows about one connected peer (docs/protocol.md §5 intro).
 
 use super::known::KnownState;
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,4 @@
-//! Batch signature verification for a loop turn (TARGETS.md: Ed25519 is
+//! Batch signature verification for a loop turn (benches/README.md: Ed25519 is
 //! the ingest bottleneck; batches check about twice as fast).
 //!
 //! Before the turn's messages are applied one by one, this pass walks the

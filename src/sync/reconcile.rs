@@ -1,4 +1,4 @@
-//! `reconcile` (PROTOCOL.md §4.5): a client with storage asks which of its
+//! `reconcile` (docs/protocol.md §4.5): a client with storage asks which of its
 //! CoValues the server lacks or holds differently; the server `load`s those
 //! and acks the batch once the client has answered each of them.
 

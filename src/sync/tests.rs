@@ -1,6 +1,6 @@
 //! Engine behaviour, replayed from the recorded exchanges of the real
-//! cojson server (`../shared/vectors/exchange-*`) and checked against the
-//! rules of PROTOCOL.md §5 where the recordings do not reach.
+//! cojson server (`tests/data/vectors/exchange-*`) and checked against the
+//! rules of docs/protocol.md §5 where the recordings do not reach.
 
 use super::testkit::*;
 use crate::sync::PeerId;
@@ -30,7 +30,7 @@ fn raw_edge_cases_match_the_reference_server() {
             .cloned()
             .collect();
         if note.starts_with("load after tamper") {
-            // Deliberate difference (PROTOCOL.md §6): cojson stays silent and
+            // Deliberate difference (docs/protocol.md §6): cojson stays silent and
             // blocks the client's load for 60 s; we answer with what we
             // hold: the two verified transactions, not the tampered one.
             assert_eq!(replies.len(), 1, "{note}: {replies:?}");

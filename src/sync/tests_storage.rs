@@ -201,7 +201,7 @@ fn a_failed_commit_sends_no_ack_and_the_retry_is_accepted() {
 
 fn fixture_copy(dir: &TempDir) -> std::path::PathBuf {
     let src = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/cojson-0.20.19-sample.db");
+        .join("tests/data/fixtures/cojson-0.20.19-sample.db");
     let dst = dir.0.join("fixture.db");
     std::fs::copy(&src, &dst).unwrap();
     let mut perms = std::fs::metadata(&dst).unwrap().permissions();

@@ -1,5 +1,5 @@
 //! The structural rules cojson applies to delete sessions on ingest
-//! (PROTOCOL.md §3.6; `#isDeleteTransaction` in cojson's coValueCore):
+//! (docs/protocol.md §3.6; `#isDeleteTransaction` in cojson's coValueCore):
 //! a delete session (ID ending in `$`) holds exactly one transaction, never
 //! belongs to a group or account, and a delete marker names this CoValue.
 //!

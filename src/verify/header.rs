@@ -1,4 +1,4 @@
-//! CoValue headers: shape check, ID derivation (PROTOCOL.md §3.1), and the
+//! CoValue headers: shape check, ID derivation (docs/protocol.md §3.1), and the
 //! facts the engine needs from a header (priority, dependencies, signer).
 
 use super::encoding::{VerifyError, decode_signer};

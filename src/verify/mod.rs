@@ -1,5 +1,5 @@
 //! Verification of what clients send, before anything is kept or forwarded
-//! (PROTOCOL.md §2–§3): CoValue IDs from headers, canonical transactions,
+//! (docs/protocol.md §2–§3): CoValue IDs from headers, canonical transactions,
 //! the BLAKE3 chain per session, Ed25519 signatures, signer resolution.
 //! Pure functions and small value types; no I/O.
 

@@ -1,4 +1,4 @@
-//! Sessions: who signs them (PROTOCOL.md §3.4) and the running hash chain
+//! Sessions: who signs them (docs/protocol.md §3.4) and the running hash chain
 //! whose signature is checked batch by batch (§3.3).
 
 use super::encoding::{VerifyError, decode_signer, hash_string};
@@ -99,7 +99,7 @@ pub enum Signer {
     Invalid(VerifyError),
 }
 
-/// Resolves the signer of a session from its ID (PROTOCOL.md §3.4): the
+/// Resolves the signer of a session from its ID (docs/protocol.md §3.4): the
 /// agent's own key, or the initial admin of the author account's header.
 /// `account` looks an account author up: `None` when it is not available,
 /// `Some(None)` when it is available but not an account.

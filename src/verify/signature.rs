@@ -1,7 +1,7 @@
 //! Ed25519 checks of session signatures, one at a time or in batches.
 //!
 //! A signature covers the UTF-8 bytes of the session's running hash as a
-//! JSON string literal (`"hash_z…"`, quotes included; PROTOCOL.md §3.3).
+//! JSON string literal (`"hash_z…"`, quotes included; docs/protocol.md §3.3).
 //! Checking a loop turn's signatures as one batch is about twice as fast
 //! as checking them one by one; `SigCache` carries the batch's verdicts to
 //! the sequential ingest, which stays the single place that decides.

@@ -1,4 +1,4 @@
-//! Transactions in their canonical form (PROTOCOL.md §3.2, §3.3.1): the
+//! Transactions in their canonical form (docs/protocol.md §3.2, §3.3.1): the
 //! exact bytes that are hashed, stored and forwarded.
 
 use super::encoding::VerifyError;

@@ -230,15 +230,10 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared` beside the project (test vectors and fixtures).
-pub fn shared_dir() -> PathBuf {
-    let p = repo_root().join("..").join("shared");
-    assert!(
-        p.join("vectors").is_dir(),
-        "../shared/vectors not found beside the project at {}",
-        p.display()
-    );
-    p
+/// `tests/data`: the test vectors and fixture databases made with the
+/// real cojson 0.20.19 code (see the README in each folder).
+pub fn data_dir() -> PathBuf {
+    repo_root().join("tests").join("data")
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
@@ -272,13 +267,13 @@ impl Drop for TempDir {
     }
 }
 
-/// Copies a fixture database from `../shared/fixtures` into `dir` (the
-/// shared folder is read-only, and opening a WAL file needs a writable folder).
+/// Copies a fixture database from `tests/data/fixtures` into `dir` (opening
+/// a WAL file writes beside it, and the tests must not change the original).
 pub fn fixture_copy(name: &str, dir: &Path) -> PathBuf {
-    let src = shared_dir().join("fixtures").join(name);
+    let src = data_dir().join("fixtures").join(name);
     let dst = dir.join(name);
     std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-    // The copy must be writable even though shared/ is read-only.
+    // The copy must be writable even if the checkout is read-only.
     let mut perms = std::fs::metadata(&dst).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);

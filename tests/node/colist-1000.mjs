@@ -67,7 +67,7 @@ await scenario("colist-1000", async () => {
   const late = await newClient(url, "LateLoader");
   const tl = Date.now();
   const lateList = await late.load(list.id, "the full list");
-  // A large value arrives in pieces (PROTOCOL.md 4.6): load() resolves as soon
+  // A large value arrives in pieces (docs/protocol.md §4.6): load() resolves as soon
   // as the first piece is in, the rest streams in after it.
   log(`late loader: load() resolved with ${lateList.asArray().length} items after ${Date.now() - tl} ms`);
   const lateView = (

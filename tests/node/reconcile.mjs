@@ -1,4 +1,4 @@
-// reconcile: storage reconciliation (PROTOCOL.md §4.5) with the real cojson
+// reconcile: storage reconciliation (docs/protocol.md §4.5) with the real cojson
 // 0.20.19 client. A client with local SQLite storage and
 // `enableFullStorageReconciliation` connects to a server that lacks some of
 // what the storage holds (or holds an older state of it); the client sends

@@ -1,7 +1,7 @@
 // cojson 0.20's own SQLite storage (`getSqliteStorage`) over better-sqlite3,
 // with the driver cojson-storage-sqlite 0.15 ships (BetterSqliteDriver) for
 // the SQLiteDatabaseDriver interface (cojson src/storage/sqlite/types.ts):
-// WAL and no other settings, so synchronous ends up NORMAL (STORAGE.md §1.2).
+// WAL and no other settings, so synchronous ends up NORMAL (docs/storage.md §1.2).
 // Shared by the reference server (`--db`) and the client-side tests.
 import { getSqliteStorage } from "cojson";
 

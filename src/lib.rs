@@ -8,6 +8,7 @@
 //! - `storage`: SQLite in cojson's layout, and an in-memory store;
 //! - `service`: settings, CLI, admin commands, metrics, systemd.
 
+pub mod logging;
 pub mod net;
 pub mod service;
 pub mod storage;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Serve(config) => {
-            init_logging(config.log_level);
+            maia_sync::logging::init(config.log_level);
             serve(&config)
         }
         Command::Backup {
@@ -33,11 +33,11 @@ fn main() -> ExitCode {
             dest,
             log_level,
         } => {
-            init_logging(log_level);
+            maia_sync::logging::init(log_level);
             exit(admin::run_backup(&db, &dest))
         }
         Command::Check { db, log_level } => {
-            init_logging(log_level);
+            maia_sync::logging::init(log_level);
             exit(admin::run_check(&db))
         }
     }
@@ -45,18 +45,4 @@ fn main() -> ExitCode {
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
-}
-
-/// Plain lines on stderr (no colours, no timestamps: journald and container
-/// runtimes add their own), only this crate's records.
-fn init_logging(level: log::LevelFilter) {
-    let log_config = simplelog::ConfigBuilder::new()
-        .set_time_level(log::LevelFilter::Off)
-        .set_thread_level(log::LevelFilter::Off)
-        .set_target_level(log::LevelFilter::Off)
-        .set_location_level(log::LevelFilter::Off)
-        .add_filter_allow_str("maia_sync")
-        .build();
-    // Fails only if a logger is already set, which cannot happen here.
-    let _ = simplelog::WriteLogger::init(level, log_config, std::io::stderr());
 }

@@ -8,7 +8,8 @@ mod common;
 
 use maia_sync::storage::memory::MemoryStore;
 use maia_sync::sync::Engine;
-use maia_sync::sync::{Outgoing, PeerId};
+use maia_sync::sync::PeerId;
+use maia_sync::sync::testkit::drain_text;
 use serde_json::Value;
 
 /// xorshift64*: a small deterministic generator, enough for mutations.
@@ -108,7 +109,6 @@ fn mutated_messages_never_panic_the_engine() {
     let rounds = env("MAIA_FUZZ_ROUNDS").unwrap_or(4_000);
     let mut rng = Rng(env("MAIA_FUZZ_SEED").unwrap_or(0x9E37_79B9_7F4A_7C15) | 1);
     let mut engine = Engine::new(Box::new(MemoryStore::new()));
-    let mut out: Vec<Outgoing> = Vec::new();
     let mut next_peer = 1u64;
     let mut peers: Vec<PeerId> = Vec::new();
     let mut sent = 0usize;
@@ -145,15 +145,14 @@ fn mutated_messages_never_panic_the_engine() {
         }
         engine.receive_frame(peer, &text);
         if round % 3 == 0 {
-            engine.end_turn(&mut out);
-            for o in out.drain(..) {
-                assert!(!o.text.contains('\n'), "outgoing message spans lines");
-                serde_json::from_str::<Value>(&o.text).expect("outgoing message is JSON");
+            for (_, text) in drain_text(&mut engine) {
+                assert!(!text.contains('\n'), "outgoing message spans lines");
+                serde_json::from_str::<Value>(&text).expect("outgoing message is JSON");
                 sent += 1;
             }
         }
     }
-    engine.end_turn(&mut out);
+    drain_text(&mut engine);
     assert!(
         sent > 100,
         "the engine answered too little ({sent}) for the corpus to be exercised"

@@ -193,6 +193,14 @@ fn malformed_http_gets_400_and_close() {
     );
     assert!(a.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{a}");
     wait_log(&server, "without Sec-WebSocket-Key");
+    // RFC 6455 §4.2.1: the key must be the base64 of 16 bytes.
+    let a = http_exchange(
+        server.addr,
+        b"GET /sync HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abc\r\n\r\n",
+    );
+    assert!(a.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{a}");
+    wait_log(&server, "not the base64 of 16 bytes");
 }
 
 #[test]
@@ -251,7 +259,7 @@ fn upgrade_on_sync_root_and_query_paths_gets_a_ping_first() {
 fn messages_reach_the_engine_and_replies_come_back_batched() {
     let server = common::start_server(&["--in-memory"]);
     let mut ws = ws_connect(server.addr, "/sync");
-    let ids = ["co_zNetTestMissingOne", "co_zNetTestMissingTwo"];
+    let ids = ["co_zNetTestMissing1", "co_zNetTestMissing2"];
     let frame = ids
         .iter()
         .map(|id| format!(r#"{{"action":"load","id":"{id}","header":false,"sessions":{{}}}}"#))

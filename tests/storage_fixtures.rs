@@ -8,7 +8,8 @@ use common::{TempDir, data_dir, fixture_copy, read_json};
 use maia_sync::storage::sqlite::{OpenError, SqliteStore, Synchronous};
 use maia_sync::storage::{SCHEMA_VERSION, Store};
 use maia_sync::sync::Engine;
-use maia_sync::sync::{Outgoing, PeerId};
+use maia_sync::sync::PeerId;
+use maia_sync::sync::testkit::drain_text;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -115,11 +116,9 @@ fn fixtures_are_served_in_cojsons_chunks() {
                 peer,
                 &json!({"action":"load","id":id,"header":false,"sessions":{}}).to_string(),
             );
-            let mut out: Vec<Outgoing> = Vec::new();
-            engine.end_turn(&mut out);
-            let ours: Vec<Value> = out
+            let ours: Vec<Value> = drain_text(&mut engine)
                 .iter()
-                .map(|o| serde_json::from_str::<Value>(&o.text).unwrap())
+                .map(|(_, text)| serde_json::from_str::<Value>(text).unwrap())
                 .filter(|m| m["id"] == id)
                 .map(|m| {
                     let sessions: serde_json::Map<String, Value> = m["new"]

@@ -205,7 +205,7 @@ fn account_sessions_resolve_to_the_initial_admin() {
                 }
                 Author::Account(acc) => {
                     assert_eq!(s["authorKind"], "account");
-                    assert_eq!(acc, account_id);
+                    assert_eq!(acc.as_str(), account_id);
                     account_signer
                 }
                 Author::Invalid(a) => panic!("invalid author {a}"),

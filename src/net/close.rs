@@ -34,6 +34,19 @@ pub enum CloseReason {
     WriteStalled(Duration),
     /// The engine's storage commit failed; the client must re-sync.
     StorageFailed,
+    /// The connection makes the server hold more than its share.
+    MemoryLimit {
+        used: usize,
+        limit: usize,
+    },
+    /// All connections together hold more than the server allows; this
+    /// one held the most.
+    ServerMemoryFull {
+        used: usize,
+        limit: usize,
+    },
+    /// The client sent this many invalid signatures.
+    InvalidSignatures(u32),
     /// SIGTERM/SIGINT: the server is stopping (close code 1001).
     ServerShutdown,
 }
@@ -50,6 +63,9 @@ impl CloseReason {
                 | CloseReason::OutboundOverflow { .. }
                 | CloseReason::WriteStalled(_)
                 | CloseReason::StorageFailed
+                | CloseReason::MemoryLimit { .. }
+                | CloseReason::ServerMemoryFull { .. }
+                | CloseReason::InvalidSignatures(_)
         )
     }
 }
@@ -80,6 +96,21 @@ impl fmt::Display for CloseReason {
                 f.write_str("storage commit failed; closing so the client reconnects and re-syncs")
             }
             CloseReason::ServerShutdown => f.write_str("server shutting down"),
+            CloseReason::MemoryLimit { used, limit } => write!(
+                f,
+                "the connection holds {} KiB of server memory, more than its share of {} KiB (connection-memory)",
+                used >> 10,
+                limit >> 10
+            ),
+            CloseReason::ServerMemoryFull { used, limit } => write!(
+                f,
+                "all connections together hold more than client-memory ({} KiB); this one held the most ({} KiB)",
+                limit >> 10,
+                used >> 10
+            ),
+            CloseReason::InvalidSignatures(n) => {
+                write!(f, "sent {n} invalid signatures; cut off")
+            }
             CloseReason::WriteStalled(d) => write!(
                 f,
                 "no write progress for {} ms with output pending (write timeout); client not reading?",
@@ -96,6 +127,10 @@ pub fn close_code_for(reason: &CloseReason) -> Option<(CloseCode, &'static str)>
         CloseReason::MessageTooBig { .. } => Some((CloseCode::Size, "message too big")),
         CloseReason::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
         CloseReason::StorageFailed => Some((CloseCode::Error, "storage error")),
+        CloseReason::MemoryLimit { .. } => Some((CloseCode::Policy, "connection memory limit")),
+        CloseReason::InvalidSignatures(_) => Some((CloseCode::Policy, "invalid signatures")),
+        // 1013 Try Again Later: the server is overloaded, not the client.
+        CloseReason::ServerMemoryFull { .. } => Some((CloseCode::Again, "server busy")),
         // 1001: clients reconnect (to this server once it is back).
         CloseReason::ServerShutdown => Some((CloseCode::Away, "server shutting down")),
         _ => None,

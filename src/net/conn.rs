@@ -29,11 +29,10 @@ use crate::net::proxy::{self, IpRange};
 use crate::net::websocket::{ReadStep, WriteStep, WsStream};
 use crate::sync::PeerId;
 
-/// Per connection per turn, so one busy client cannot starve the others.
-pub const READ_BUDGET_BYTES: usize = 64 * 1024;
+/// Per connection per turn, so one busy client cannot starve the others:
+/// socket bytes read (a bigger message takes several turns) and messages.
+pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 pub const READ_BUDGET_MESSAGES: usize = 64;
-/// Output waiting past this makes reads go one message per turn.
-const BACKLOG_BYTES: usize = 1 << 20;
 pub const WRITE_BUDGET_BYTES: u64 = 1 << 20;
 /// How long a closing connection may take to deliver its last bytes.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
@@ -313,6 +312,14 @@ impl Conn {
         }
     }
 
+    /// Bytes of an incoming message read but not complete yet.
+    pub fn partial_bytes(&self) -> usize {
+        match &self.state {
+            State::Ws(w) => w.ws.partial_bytes(),
+            _ => 0,
+        }
+    }
+
     /// Bytes waiting to be written (the outbound cap counts these).
     pub fn queued_bytes(&self) -> usize {
         match &self.state {
@@ -546,22 +553,14 @@ impl Conn {
         let State::Ws(w) = &mut self.state else {
             return Progress::Idle;
         };
-        let (mut bytes, mut messages) = (0usize, 0usize);
-        // With output already backing up, take one request per turn: its
-        // answers are queued before the next one is read, so the reactor's
-        // read pause (at 4 MiB waiting) is not overshot by a whole budget.
-        let max_messages = if w.out.bytes() + w.in_flight > BACKLOG_BYTES {
-            1
-        } else {
-            READ_BUDGET_MESSAGES
-        };
+        let mut messages = 0usize;
+        w.ws.set_read_allowance(READ_BUDGET_BYTES);
         let end = loop {
-            if bytes >= READ_BUDGET_BYTES || messages >= max_messages {
+            if messages >= READ_BUDGET_MESSAGES {
                 return Progress::Again;
             }
             match w.ws.read() {
                 ReadStep::Text(t) => {
-                    bytes += t.len();
                     messages += 1;
                     // An empty frame only proves liveness (docs/protocol.md §1.2).
                     // While going away, nothing new is accepted: it could
@@ -575,6 +574,8 @@ impl Conn {
                     w.control_pending = true;
                 }
                 ReadStep::Ignored => messages += 1,
+                // Out of this turn's bytes, not out of data: read again.
+                ReadStep::WouldBlock if w.ws.starved() => return Progress::Again,
                 ReadStep::WouldBlock => return Progress::Idle,
                 ReadStep::PeerClosing(r) => break Ok(r),
                 ReadStep::Failed(r) => break Err(r),

@@ -92,7 +92,7 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize) -> Outcome {
             405,
             "Method Not Allowed",
             &[("Allow", "GET")],
-            format!("method {method} not allowed"),
+            format!("method \"{}\" not allowed", crate::logging::clip(method)),
         ));
     }
     // The reference server answers /health over plain HTTP even when the
@@ -139,17 +139,36 @@ fn route(req: &httparse::Request<'_, '_>, head_len: usize) -> Outcome {
             "unsupported Sec-WebSocket-Version (need 13)".into(),
         ));
     }
-    let Some(key) = header(req.headers, "sec-websocket-key")
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    else {
+    let Some(key) = header(req.headers, "sec-websocket-key").map(str::trim) else {
         return Outcome::Respond(bad_handshake("WebSocket upgrade without Sec-WebSocket-Key"));
     };
+    // RFC 6455 §4.2.1: the key is the base64 of 16 bytes, and the request
+    // names its Host.
+    if !is_base64_of_16_bytes(key) {
+        return Outcome::Respond(bad_handshake(
+            "Sec-WebSocket-Key is not the base64 of 16 bytes",
+        ));
+    }
+    if header(req.headers, "host").is_none_or(|h| h.trim().is_empty()) {
+        return Outcome::Respond(bad_handshake("WebSocket upgrade without Host"));
+    }
     Outcome::Upgrade {
         response: switching_protocols(key),
         head_len,
         path: path.to_string(),
     }
+}
+
+/// Whether `key` is the base64 encoding of exactly 16 bytes: 22 digits
+/// of the base64 alphabet and `==`.
+fn is_base64_of_16_bytes(key: &str) -> bool {
+    let Some(digits) = key.strip_suffix("==") else {
+        return false;
+    };
+    digits.len() == 22
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// The 101 answer. No sub-protocol and no extensions are echoed: cojson uses
@@ -456,6 +475,35 @@ mod tests {
             .replace("Connection: Upgrade", "connection: keep-alive, Upgrade")
             .replace("Upgrade: websocket", "upgrade: WebSocket");
         assert_eq!(status_of(&firefox), 101);
+    }
+
+    #[test]
+    fn the_handshake_follows_rfc_6455() {
+        let with = |key: &str, host: bool| {
+            format!(
+                "GET /sync HTTP/1.1\r\n{}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n",
+                if host { "Host: x\r\n" } else { "" }
+            )
+        };
+        assert_eq!(status_of(&with(KEY, true)), 101);
+        for bad in [
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",     // no padding
+            "dGhlIHNhbXBsZSBub25jZQ=",    // 23 characters
+            "dGhlIHNhbXBsZSBub25jZ!==",   // not base64
+            "dGhlIHNhbXBsZSBub25jZQdG==", // 18 bytes
+            "",
+        ] {
+            assert_eq!(status_of(&with(bad, true)), 400, "{bad:?}");
+        }
+        assert_eq!(status_of(&with(KEY, false)), 400, "no Host");
+        let post = "POST /sync HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(status_of(post), 405);
+        // A client-chosen method is escaped in the close line.
+        if let Outcome::Respond(r) = process(b"BAD\x1bX /sync HTTP/1.1\r\nHost: x\r\n\r\n", 8192) {
+            assert!(!r.detail.contains('\u{1b}'), "{}", r.detail);
+        }
     }
 }
 

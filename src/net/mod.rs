@@ -11,4 +11,5 @@ pub mod proxy;
 pub mod reactor;
 pub mod signals;
 pub mod stats;
+pub mod trim;
 pub mod websocket;

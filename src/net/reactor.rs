@@ -6,9 +6,13 @@
 //!    budget, feeding complete text messages to the engine;
 //! 3. read again the connections that stopped at their budget last turn;
 //! 4. run due deadlines (header timeout, write stall, close linger, pings);
-//! 5. before sleeping: `engine.end_turn` commits storage and releases the
-//!    turn's messages, which are batched into frames and flushed (after a
-//!    failed commit, the peers in `engine.take_resets()` are closed).
+//! 5. before sleeping: `engine.end_turn` applies the turn's messages and
+//!    commits storage; connections it asks to close are closed; then each
+//!    connection with output waiting and room in its socket queue pulls
+//!    replies from the engine (produced as it drains, never in full up
+//!    front), and dirty connections are flushed;
+//! 6. every so often, the memory all connections make the server hold is
+//!    added up and enforced (see `MemoryWatch`).
 //!
 //! SIGTERM/SIGINT arrive as events too (`signals`). The listener is closed
 //! at once; after that turn's commit, every WebSocket delivers its queued
@@ -34,7 +38,7 @@ use crate::net::out_queue::ping_text;
 use crate::net::proxy;
 use crate::net::signals::{Shutdown, StopSignals};
 use crate::net::stats::{Live, NetStats};
-use crate::sync::{Engine, Outgoing, PeerId};
+use crate::sync::{CloseWhy, Engine, PeerId};
 
 /// The reference server pings every 1.5 s (docs/protocol.md §1.4).
 pub const PING_INTERVAL: Duration = Duration::from_millis(1500);
@@ -50,6 +54,12 @@ pub struct Options {
     pub ping_interval: Duration,
     /// How long connections get to close after a stop signal.
     pub shutdown_timeout: Duration,
+    /// What one connection may make the server hold (its subscriptions,
+    /// held content, an incoming message): above it, it is closed (1008).
+    pub connection_memory: usize,
+    /// What all connections together may make the server hold: above it,
+    /// reading pauses, then the biggest connection is closed (1013).
+    pub client_memory: usize,
 }
 
 /// What the loop asks of the service around it: the service manager's
@@ -157,15 +167,40 @@ struct Entry {
     /// Socket byte counts already added to the metrics.
     seen_in: u64,
     seen_out: u64,
-    /// Reading stopped because too much output waits for this client.
+    /// Reading stopped because too much output or work waits for this
+    /// client.
     paused: bool,
+    /// Listed in `Reactor::pulls` (output waits in the engine).
+    in_pulls: bool,
 }
 
-/// Flow control: a connection with more than this much output waiting is
-/// not read (its requests stay in the kernel's buffers) until the client
-/// has taken half of it. A client asking for a lot is served at the pace
-/// it reads, instead of hitting the hard `max-outbound-bytes` cap.
+/// Flow control: a connection with more than this much output or work
+/// waiting (in its socket queue and in the engine) is not read (its
+/// requests stay in the kernel's buffers) until half of it is gone. A
+/// client asking for a lot is served at the pace it reads.
 const READ_PAUSE_BYTES: usize = 4 << 20;
+/// Output is pulled from the engine when a connection's socket queue is
+/// below `PULL_LOW`, up to about `PULL_HIGH`.
+const PULL_LOW: usize = 256 << 10;
+const PULL_HIGH: usize = 1 << 20;
+/// The memory of all connections is added up at least this often, and
+/// after this many bytes were read since the last count.
+const MEMORY_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+const MEMORY_SCAN_BYTES: usize = 8 << 20;
+/// How often freed memory is handed back to the OS after activity.
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Watches what all connections make the server hold: socket queues,
+/// incomplete incoming messages, and the engine's per-peer state and work.
+struct MemoryWatch {
+    next_scan: Instant,
+    read_since_scan: usize,
+    /// The last count was above 90 % of `client_memory`: nobody is read
+    /// until work and output drain below 80 %.
+    paused: bool,
+    /// The last count, for `/metrics`.
+    total: usize,
+}
 
 impl Entry {
     /// Who this connection is, for log lines.
@@ -200,10 +235,20 @@ pub struct Reactor {
     again: Vec<(usize, PeerId)>,
     /// Output waiting: flush in the before-sleep step.
     dirty: Vec<(usize, PeerId)>,
+    /// Stopped at the write budget: flush again next turn.
+    flush_again: Vec<(usize, PeerId)>,
+    /// Connections whose peer has output waiting in the engine.
+    pulls: Vec<(usize, PeerId)>,
+    /// Work is left that should not wait for an event: the next poll does
+    /// not sleep.
+    hurry: bool,
+    memory: MemoryWatch,
+    next_trim: Instant,
+    activity_since_trim: bool,
     next_ping: Instant,
     accept_paused_until: Option<Instant>,
     turn: u64,
-    out: Vec<Outgoing>,
+    pulled: Vec<String>,
     /// Live entries in the slab.
     open: usize,
     stats: NetStats,
@@ -234,9 +279,20 @@ impl Reactor {
             timers: BinaryHeap::new(),
             again: Vec::new(),
             dirty: Vec::new(),
+            flush_again: Vec::new(),
+            pulls: Vec::new(),
+            hurry: false,
+            memory: MemoryWatch {
+                next_scan: Instant::now(),
+                read_since_scan: 0,
+                paused: false,
+                total: 0,
+            },
+            next_trim: Instant::now() + TRIM_INTERVAL,
+            activity_since_trim: false,
             accept_paused_until: None,
             turn: 0,
-            out: Vec::new(),
+            pulled: Vec::new(),
             open: 0,
             signals: None,
             shutdown: None,
@@ -291,6 +347,10 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         let now = Instant::now();
+        self.hurry = false;
+        for (slot, id) in std::mem::take(&mut self.flush_again) {
+            self.mark_dirty(slot, id);
+        }
         let again = std::mem::take(&mut self.again);
         for &(slot, id) in &again {
             if let Some(e) = self.slab.live(slot, id) {
@@ -334,7 +394,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.again.is_empty() {
+        if !self.again.is_empty() || !self.flush_again.is_empty() || self.hurry {
             return Duration::ZERO;
         }
         let mut next = self.next_ping;
@@ -389,6 +449,7 @@ impl Reactor {
                 armed: None,
                 in_again: false,
                 paused: false,
+                in_pulls: false,
                 in_dirty: false,
                 reported: false,
                 read_turn: 0,
@@ -425,15 +486,17 @@ impl Reactor {
     }
 
     fn read(&mut self, slot: usize, now: Instant, engine: &mut Engine) {
+        let global_pause = self.memory.paused;
         let Some(entry) = self.slab.get_mut(slot) else {
             return;
         };
-        if entry.conn.queued_bytes() > READ_PAUSE_BYTES {
+        let waiting = entry.conn.queued_bytes() + engine.peer_memory(entry.conn.id).1;
+        if waiting > READ_PAUSE_BYTES || (global_pause && entry.conn.is_websocket()) {
             if !entry.paused {
                 log::debug!(
-                    "connection #{}: {} bytes wait to be sent; not reading until it drains",
+                    "connection #{}: {} bytes of output and work wait; not reading until they drain",
                     entry.conn.id.0,
-                    entry.conn.queued_bytes()
+                    waiting
                 );
             }
             entry.paused = true;
@@ -478,9 +541,14 @@ impl Reactor {
     fn account_io(&mut self, slot: usize) {
         if let Some(e) = self.slab.get_mut(slot) {
             let (i, o) = (e.conn.bytes_in(), e.conn.bytes_out());
-            self.stats.bytes_in += i.saturating_sub(e.seen_in);
+            let read = i.saturating_sub(e.seen_in);
+            self.stats.bytes_in += read;
             self.stats.bytes_out += o.saturating_sub(e.seen_out);
             (e.seen_in, e.seen_out) = (i, o);
+            self.memory.read_since_scan += read as usize;
+            if read > 0 {
+                self.activity_since_trim = true;
+            }
         }
     }
 
@@ -646,35 +714,19 @@ impl Reactor {
         }
     }
 
-    /// Commit, release the turn's messages to their connections, flush.
+    /// Apply and commit the turn, close what the engine asks, pull output
+    /// for connections with room, flush.
     fn before_sleep(&mut self, now: Instant, engine: &mut Engine) {
-        engine.end_turn(&mut self.out);
-        // After a failed commit the engine already forgot these peers; their
-        // clients must reconnect to re-sync.
-        for peer in engine.take_resets() {
-            if let Some(&slot) = self.peers.get(&peer)
-                && let Some(e) = self.slab.live(slot, peer)
-            {
-                let progress = e.conn.abort(CloseReason::StorageFailed, now);
-                self.after(slot, progress, true, engine);
-            }
-        }
-        let mut out = std::mem::take(&mut self.out);
-        for Outgoing { peer, text } in out.drain(..) {
-            // The peer may be gone already: its messages are dropped.
-            let Some(&slot) = self.peers.get(&peer) else {
-                continue;
+        let outcome = engine.end_turn();
+        self.hurry |= outcome.more;
+        for (peer, why) in outcome.closes {
+            let reason = match why {
+                CloseWhy::StorageFailed => CloseReason::StorageFailed,
+                CloseWhy::InvalidSignatures(n) => CloseReason::InvalidSignatures(n),
             };
-            let Some(e) = self.slab.live(slot, peer) else {
-                continue;
-            };
-            self.stats.messages_out.count(&text);
-            match e.conn.queue_message(text, now, &self.opts.limits) {
-                Ok(()) => self.mark_dirty(slot, peer),
-                Err(reason) => self.after(slot, Progress::Close(reason), false, engine),
-            }
+            self.close_peer(peer, reason, now, engine);
         }
-        self.out = out; // keep the allocation for the next turn
+        self.pull_all(now, engine);
         // A stop signal arrived: now that this turn's acks are queued behind
         // its commit, every connection is asked to leave (once).
         if let Some(s) = &mut self.shutdown
@@ -689,6 +741,87 @@ impl Reactor {
                 self.after(slot, progress, true, engine);
             }
         }
+        self.flush_dirty(now, engine);
+        if now >= self.memory.next_scan || self.memory.read_since_scan >= MEMORY_SCAN_BYTES {
+            self.scan_memory(now, engine);
+        }
+        if now >= self.next_trim {
+            self.next_trim = now + TRIM_INTERVAL;
+            if std::mem::take(&mut self.activity_since_trim) {
+                crate::net::trim::release_free_memory();
+            }
+        }
+    }
+
+    /// Closes a peer's connection on the engine's or the memory watch's
+    /// initiative, with a close frame saying why.
+    fn close_peer(&mut self, peer: PeerId, reason: CloseReason, now: Instant, engine: &mut Engine) {
+        if let Some(&slot) = self.peers.get(&peer)
+            && let Some(e) = self.slab.live(slot, peer)
+        {
+            let progress = e.conn.abort(reason, now);
+            self.after(slot, progress, true, engine);
+        }
+    }
+
+    /// Connections whose peer has output in the engine and room in their
+    /// socket queue take it, up to about `PULL_HIGH` queued.
+    fn pull_all(&mut self, now: Instant, engine: &mut Engine) {
+        let mut pulls = std::mem::take(&mut self.pulls);
+        for peer in engine.take_output_ready() {
+            if let Some(&slot) = self.peers.get(&peer)
+                && let Some(e) = self.slab.live(slot, peer)
+                && !e.in_pulls
+            {
+                e.in_pulls = true;
+                pulls.push((slot, peer));
+            }
+        }
+        let mut pulled = std::mem::take(&mut self.pulled);
+        let mut keep = Vec::with_capacity(pulls.len());
+        let mut overflowed = Vec::new();
+        for (slot, peer) in pulls {
+            let Some(e) = self.slab.live(slot, peer) else {
+                continue;
+            };
+            let queued = e.conn.queued_bytes();
+            if queued >= PULL_LOW {
+                keep.push((slot, peer)); // waits for the socket to drain
+                continue;
+            }
+            let more = engine.pull(peer, PULL_HIGH - queued, &mut pulled);
+            let mut failed = None;
+            for text in pulled.drain(..) {
+                self.stats.messages_out.count(&text);
+                if failed.is_none()
+                    && let Err(reason) = e.conn.queue_message(text, now, &self.opts.limits)
+                {
+                    failed = Some(reason);
+                }
+            }
+            if !e.in_dirty {
+                e.in_dirty = true;
+                self.dirty.push((slot, peer));
+            }
+            e.in_pulls = more && failed.is_none();
+            // Paused by the turn's budget rather than by the queue: again soon.
+            if e.in_pulls && e.conn.queued_bytes() < PULL_LOW {
+                self.hurry = true;
+            }
+            if let Some(reason) = failed {
+                overflowed.push((slot, reason));
+            } else if more {
+                keep.push((slot, peer));
+            }
+        }
+        for (slot, reason) in overflowed {
+            self.after(slot, Progress::Close(reason), false, engine);
+        }
+        self.pulled = pulled;
+        self.pulls = keep;
+    }
+
+    fn flush_dirty(&mut self, now: Instant, engine: &mut Engine) {
         let dirty = std::mem::take(&mut self.dirty);
         for (slot, id) in dirty {
             let Some(e) = self.slab.live(slot, id) else {
@@ -696,18 +829,129 @@ impl Reactor {
             };
             e.in_dirty = false;
             let progress = e.conn.flush(now);
+            let waiting = e.conn.queued_bytes() + engine.peer_memory(id).1;
             // Drained enough: read again what arrived while paused (mio is
             // edge-triggered, so no new event would say so).
-            if e.paused && e.conn.queued_bytes() <= READ_PAUSE_BYTES / 2 {
+            if e.paused && waiting <= READ_PAUSE_BYTES / 2 && !self.memory.paused {
                 e.paused = false;
                 if !e.in_again {
                     e.in_again = true;
                     self.again.push((slot, id));
                 }
             }
+            // Room again in the socket queue: more output can be pulled.
+            if e.in_pulls && e.conn.queued_bytes() < PULL_LOW {
+                self.hurry = true;
+            }
+            let progress = match progress {
+                // The write budget ran out with output left: next turn.
+                Progress::Again => {
+                    self.flush_again.push((slot, id));
+                    Progress::Idle
+                }
+                p => p,
+            };
             // A blocked flush resumes on WRITABLE, not by polling again.
             self.after(slot, progress, false, engine);
         }
+    }
+
+    /// Adds up what every connection makes the server hold and enforces
+    /// the limits: a connection over its share is closed; above the total,
+    /// reading pauses everywhere until work and output drain, and if what
+    /// is held cannot drain (subscriptions, held content, incomplete
+    /// messages), the biggest connection is closed.
+    fn scan_memory(&mut self, now: Instant, engine: &mut Engine) {
+        self.memory.next_scan = now + MEMORY_SCAN_INTERVAL;
+        self.memory.read_since_scan = 0;
+        let (per_conn, limit) = (self.opts.connection_memory, self.opts.client_memory);
+        let mut total = 0usize;
+        let mut held_total = 0usize;
+        let mut over: Vec<(PeerId, usize)> = Vec::new();
+        let mut biggest: Option<(PeerId, usize)> = None;
+        for (&peer, &slot) in &self.peers {
+            let Some(e) = self.slab.get_mut(slot).filter(|e| e.conn.id == peer) else {
+                continue;
+            };
+            let (state, work) = engine.peer_memory(peer);
+            let held = state + e.conn.partial_bytes();
+            let all = held + work + e.conn.queued_bytes();
+            total += all;
+            held_total += held;
+            if held > per_conn {
+                over.push((peer, held));
+            }
+            if biggest.is_none_or(|(_, b)| all > b) {
+                biggest = Some((peer, all));
+            }
+        }
+        for (peer, used) in over {
+            self.close_peer(
+                peer,
+                CloseReason::MemoryLimit {
+                    used,
+                    limit: per_conn,
+                },
+                now,
+                engine,
+            );
+        }
+        self.memory.total = total;
+        let was = self.memory.paused;
+        if total > limit / 10 * 9 {
+            self.memory.paused = true;
+        } else if total < limit / 10 * 8 {
+            self.memory.paused = false;
+        }
+        if was != self.memory.paused {
+            log::warn!(
+                "connections hold {} KiB of the {} KiB client-memory: reading {}",
+                total >> 10,
+                limit >> 10,
+                if self.memory.paused {
+                    "paused"
+                } else {
+                    "resumed"
+                }
+            );
+            if !self.memory.paused {
+                self.resume_all_paused();
+            }
+        }
+        // Over the limit with more than half of it in memory that does not
+        // drain by itself: shed the biggest connection.
+        if total > limit
+            && held_total > limit / 2
+            && let Some((peer, used)) = biggest
+        {
+            self.close_peer(
+                peer,
+                CloseReason::ServerMemoryFull { used, limit },
+                now,
+                engine,
+            );
+        }
+    }
+
+    /// Reading resumes for every connection paused by the memory watch.
+    fn resume_all_paused(&mut self) {
+        for slot in 0..self.slab.capacity() {
+            if let Some(e) = self.slab.get_mut(slot)
+                && e.paused
+            {
+                e.paused = false;
+                if !e.in_again {
+                    e.in_again = true;
+                    let id = e.conn.id;
+                    self.again.push((slot, id));
+                }
+            }
+        }
+    }
+
+    /// Bytes all connections made the server hold at the last count.
+    pub fn client_memory(&self) -> usize {
+        self.memory.total
     }
 }
 
@@ -759,8 +1003,7 @@ impl Reactor {
         self.slab.recycle();
         // Closed connections deliver nothing new, but commit whatever the
         // engine still holds; its output has nowhere to go.
-        engine.end_turn(&mut self.out);
-        self.out.clear();
+        engine.end_turn();
         if dropped > 0 {
             log::warn!(
                 "shutdown timeout: dropped {dropped} connection(s) that did not finish closing"

@@ -33,6 +33,12 @@ pub struct Socket {
     prefix: Vec<u8>,
     written: u64,
     read: u64,
+    /// Bytes this turn's reads may still take: tungstenite reads until a
+    /// message is complete, so without this one connection could take a
+    /// whole 16 MiB message in one turn.
+    allowance: usize,
+    /// A read was refused because the allowance ran out (data may wait).
+    starved: bool,
 }
 
 impl Socket {
@@ -55,11 +61,17 @@ impl Socket {
 
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.allowance == 0 {
+            self.starved = true;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let take = buf.len().min(self.allowance);
         loop {
-            match self.stream.read(buf) {
+            match self.stream.read(&mut buf[..take]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(n) => {
                     self.read += n as u64;
+                    self.allowance -= n;
                     return Ok(n);
                 }
                 r => return r,
@@ -137,6 +149,10 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
 pub struct WsStream {
     ws: WebSocket<Socket>,
     max_message_bytes: usize,
+    /// Socket bytes of the messages delivered so far (payload plus an
+    /// estimate of frame headers): what was read beyond this sits in
+    /// tungstenite's buffers, part of a message not complete yet.
+    delivered: u64,
     /// For log lines.
     id: PeerId,
     /// Only the first binary message per connection is logged, so a client
@@ -160,6 +176,8 @@ impl WsStream {
             prefix: response,
             written: 0,
             read: 0,
+            allowance: 0,
+            starved: false,
         };
         let config = Some(ws_config(max_message_bytes));
         let ws = if already_read.is_empty() {
@@ -169,6 +187,10 @@ impl WsStream {
         };
         WsStream {
             ws,
+            // Bytes the client sent behind its request head were read with
+            // the head; the few they add to `delivered` only make the
+            // partial count err low by less than one read.
+            delivered: 0,
             max_message_bytes,
             id,
             binary_logged: false,
@@ -189,12 +211,33 @@ impl WsStream {
         self.ws.get_ref().read
     }
 
+    /// Lets the next reads take up to `bytes` from the socket.
+    pub fn set_read_allowance(&mut self, bytes: usize) {
+        let s = self.ws.get_mut();
+        s.allowance = bytes;
+        s.starved = false;
+    }
+
+    /// Whether the last `WouldBlock` came from the allowance running out
+    /// (the socket may still hold data), not from the socket.
+    pub fn starved(&self) -> bool {
+        self.ws.get_ref().starved
+    }
+
+    /// Bytes read from the socket that are not part of a delivered message
+    /// yet (an incomplete message in tungstenite's buffers).
+    pub fn partial_bytes(&self) -> usize {
+        self.bytes_read().saturating_sub(self.delivered) as usize
+    }
+
     /// Reads at most one message; `conn` loops under its fairness budget.
     pub fn read(&mut self) -> ReadStep {
         let msg = match self.ws.read() {
             Ok(m) => m,
             Err(e) => return self.read_error(e),
         };
+        // Payload plus the longest frame header (a 64-bit length and a mask).
+        self.delivered += msg.len() as u64 + 14;
         match msg {
             Message::Text(t) => ReadStep::Text(t),
             Message::Binary(b) => {

@@ -12,10 +12,12 @@ use std::time::Instant;
 
 use ed25519_dalek::VerifyingKey;
 
+use crate::logging::clip;
 use crate::storage::sqlite::{OpenError, SqliteStore};
 use crate::storage::{Store, StoreError};
+use crate::sync::MAX_STORED_HEADER_BYTES;
 use crate::sync::verify_stored;
-use crate::verify::Header;
+use crate::verify::{CoId, Header};
 
 /// Why an admin command could not do its job (failures *found* by `check`
 /// are its report, not an error).
@@ -171,7 +173,7 @@ pub fn check(db: &Path) -> Result<CheckReport, AdminError> {
     for problem in store.integrity_check()? {
         report.failures.push(format!("sqlite: {problem}"));
     }
-    let mut signers: HashMap<String, Option<VerifyingKey>> = HashMap::new();
+    let mut signers: HashMap<CoId, Option<VerifyingKey>> = HashMap::new();
     for id in store.covalue_ids()? {
         report.covalues += 1;
         let listed = store.session_ids(&id)?;
@@ -180,36 +182,44 @@ pub fn check(db: &Path) -> Result<CheckReport, AdminError> {
             Ok(Some(s)) => s,
             Ok(None) => continue, // deleted meanwhile (the server may run)
             Err(e) => {
-                report.failures.push(format!("{id}: cannot be read: {e}"));
+                report
+                    .failures
+                    .push(format!("{}: cannot be read: {e}", clip(&id)));
                 continue;
             }
         };
         for sid in &listed {
             if !stored.sessions.iter().any(|s| *s.session_id == **sid) {
                 report.failures.push(format!(
-                    "{id}: session {sid}: transactions or signature missing (not served)"
+                    "{}: session {}: transactions or signature missing (not served)",
+                    clip(&id),
+                    clip(sid)
                 ));
             }
         }
-        let mut signer_of = |acc: &str| -> Option<VerifyingKey> {
+        let mut signer_of = |acc: CoId| -> Option<VerifyingKey> {
             *signers
-                .entry(acc.to_string())
+                .entry(acc)
                 .or_insert_with(|| account_signer(&mut store, acc))
         };
         let r = verify_stored(&stored, &mut signer_of);
         report.transactions += r.transactions;
-        report
-            .failures
-            .extend(r.failures.into_iter().map(|f| format!("{id}: {f}")));
+        report.failures.extend(
+            r.failures
+                .into_iter()
+                .map(|f| format!("{}: {f}", clip(&id))),
+        );
     }
     Ok(report)
 }
 
 /// The signer of a stored account (from its header), if it is one.
-fn account_signer(store: &mut SqliteStore, id: &str) -> Option<VerifyingKey> {
-    let stored = store.load(id).ok()??;
-    let value = serde_json::from_str(&stored.header).ok()?;
-    Header::verify(&value, id).ok()?.account_signer
+fn account_signer(store: &mut SqliteStore, id: CoId) -> Option<VerifyingKey> {
+    let text = store.load_header(id.as_str()).ok()??;
+    Header::check(&text, &id, MAX_STORED_HEADER_BYTES)
+        .ok()?
+        .header
+        .account_signer
 }
 
 /// Prints to stdout; a closed pipe (`check | head`) is not an error.
@@ -284,7 +294,7 @@ mod tests {
             let h = (round == 0).then_some(&header);
             let msg = crate::sync::testkit::content(&id, h, &agent.session("s"), &batch);
             e.receive_frame(PeerId(1), &msg.to_string());
-            e.end_turn(&mut Vec::new());
+            e.end_turn();
         }
         e.shutdown().unwrap();
         path

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use log::LevelFilter;
 
-use crate::service::config::{Config, ConfigError, DEFAULT_DB_PATH, parse_level};
+use crate::service::config::{Config, ConfigError, Scope, parse_scoped};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -43,57 +43,23 @@ where
     }
 }
 
+/// The admin commands read `--db` and `--log-level` (and their
+/// variables) from the same settings table as the server.
 fn parse_admin(
     args: &[String],
     env: &dyn Fn(&str) -> Option<String>,
     backup: bool,
 ) -> Result<Command, ConfigError> {
-    let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
-    let mut db = (non_empty("DB_PATH").map(PathBuf::from), "DB_PATH");
+    let parsed = parse_scoped(args.iter().cloned(), env, Scope::Admin)?;
     // Admin output is the report on stdout; only errors go to the log by
     // default, so a cron job's mail stays quiet when all is well.
-    let mut level = (non_empty("LOG_LEVEL"), "LOG_LEVEL");
-    let mut positional: Vec<&String> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--help" || arg == "-h" {
-            return Err(ConfigError::HelpRequested);
-        }
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |flag: &'static str| match &inline {
-            Some(v) => Ok(v.clone()),
-            None => it.next().cloned().ok_or(ConfigError::MissingValue(flag)),
-        };
-        match name {
-            "--db" => db = (Some(PathBuf::from(value("--db")?)), "--db"),
-            "--log-level" => level = (Some(value("--log-level")?), "--log-level"),
-            _ if arg.starts_with('-') => return Err(ConfigError::UnknownFlag(arg.clone())),
-            _ => positional.push(arg),
-        }
-    }
-    let log_level = match level {
-        (None, _) => LevelFilter::Error,
-        (Some(v), source) => parse_level(&v).ok_or_else(|| ConfigError::BadValue {
-            source: source.to_string(),
-            value: v.clone(),
-            expected: "one of error, warn, info, debug, trace",
-        })?,
+    let log_level = if parsed.given.contains(&"--log-level") {
+        parsed.config.log_level
+    } else {
+        LevelFilter::Error
     };
-    let db = match db {
-        (Some(p), source) if p.as_os_str().is_empty() => {
-            return Err(ConfigError::BadValue {
-                source: source.to_string(),
-                value: String::new(),
-                expected: "a database file path",
-            });
-        }
-        (Some(p), _) => p,
-        (None, _) => PathBuf::from(DEFAULT_DB_PATH),
-    };
-    let mut positional = positional.into_iter();
+    let db = parsed.config.db_path;
+    let mut positional = parsed.positional.into_iter();
     let cmd = if backup {
         let dest = positional
             .next()
@@ -107,7 +73,7 @@ fn parse_admin(
         Command::Check { db, log_level }
     };
     match positional.next() {
-        Some(extra) => Err(ConfigError::UnknownFlag(extra.clone())),
+        Some(extra) => Err(ConfigError::UnknownFlag(extra)),
         None => Ok(cmd),
     }
 }
@@ -169,7 +135,7 @@ mod tests {
         assert_eq!(
             c,
             Command::Check {
-                db: DEFAULT_DB_PATH.into(),
+                db: Config::default().db_path,
                 log_level: LevelFilter::Error
             }
         );

@@ -1,8 +1,14 @@
 //! Server settings from flags and environment (a flag wins over its variable).
 //!
-//! Parsing is a pure function over the argument list and an environment lookup,
-//! so every rule is unit-tested without touching the real process environment.
-//! std only: the handful of settings does not justify an argument-parser crate.
+//! One table, [`SETTINGS`], names every setting once: its flag, its
+//! variable, its default (as text, parsed like any value), how to parse
+//! it and its help line. Serving, the admin commands and `--help` all read
+//! it, so a default is written in exactly one place.
+//!
+//! Parsing is a pure function over the argument list and an environment
+//! lookup, so every rule is unit-tested without touching the real process
+//! environment. std only: the handful of settings does not justify an
+//! argument-parser crate.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,16 +18,6 @@ use log::LevelFilter;
 
 use crate::net::proxy::IpRange;
 use crate::storage::sqlite::Synchronous;
-
-pub const DEFAULT_PORT: u16 = 4203;
-pub const DEFAULT_HOST: &str = "0.0.0.0";
-pub const DEFAULT_DB_PATH: &str = "./local-sync.db";
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 << 20;
-pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 64 << 20;
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-pub const DEFAULT_MEMORY_BUDGET: usize = crate::sync::DEFAULT_MEMORY_BUDGET;
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -45,6 +41,10 @@ pub struct Config {
     pub sync_mode: Synchronous,
     /// Approximate cap on memory used for cached CoValues.
     pub memory_budget: usize,
+    /// What one connection may make the server hold.
+    pub connection_memory: usize,
+    /// What all connections together may make the server hold.
+    pub client_memory: usize,
     /// TCP peers whose `X-Forwarded-For` header names the real client.
     pub trusted_proxies: Vec<IpRange>,
     /// On SIGTERM/SIGINT, how long connections get to close cleanly.
@@ -52,22 +52,31 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Every setting at its default from [`SETTINGS`].
     fn default() -> Self {
-        Config {
-            host: DEFAULT_HOST.to_string(),
-            port: DEFAULT_PORT,
-            db_path: PathBuf::from(DEFAULT_DB_PATH),
+        let mut c = Config {
+            host: String::new(),
+            port: 0,
+            db_path: PathBuf::new(),
             in_memory: false,
             log_level: LevelFilter::Info,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_message_bytes: 0,
+            max_outbound_bytes: 0,
+            header_timeout: Duration::ZERO,
+            write_timeout: Duration::ZERO,
             sync_mode: Synchronous::Full,
-            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_budget: 0,
+            connection_memory: 0,
+            client_memory: 0,
             trusted_proxies: Vec::new(),
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_timeout: Duration::ZERO,
+        };
+        for st in SETTINGS {
+            // The defaults are checked by a unit test; a bad one would be a
+            // build defect, not a user error.
+            let _ = (st.apply)(&mut c, st.default);
         }
+        c
     }
 }
 
@@ -87,6 +96,8 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    /// Two settings that do not fit together.
+    Conflict(String),
 }
 
 impl ConfigError {
@@ -116,43 +127,72 @@ impl fmt::Display for ConfigError {
                 f,
                 "invalid value {value:?} for {source}: expected {expected}"
             ),
+            ConfigError::Conflict(m) => f.write_str(m),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
 
-/// One setting: its flag, its variable (if any), and how help shows it.
-struct Setting {
-    flag: &'static str,
-    env: Option<&'static str>,
-    /// `None` for switches that take no value.
-    value_name: Option<&'static str>,
-    help: &'static str,
-    default: &'static str,
+/// One setting: its flag, its variable (if any), its default, how to
+/// parse a value into the config, and how help shows it.
+pub struct Setting {
+    pub flag: &'static str,
+    pub env: Option<&'static str>,
+    /// `None` for switches that take no value (the value is then "on").
+    pub value_name: Option<&'static str>,
+    pub help: &'static str,
+    pub default: &'static str,
+    /// Also accepted by the admin commands (`backup`, `check`).
+    pub admin: bool,
+    /// Parses a value into the config; `Err` says what was expected.
+    apply: fn(&mut Config, &str) -> Result<(), &'static str>,
 }
 
-const SETTINGS: &[Setting] = &[
+const TIMEOUT: &str = "a number of ms from 1 to 86400000";
+
+pub const SETTINGS: &[Setting] = &[
     Setting {
         flag: "--port",
         env: Some("PORT"),
         value_name: Some("PORT"),
         help: "TCP port to listen on (0 = any free port)",
         default: "4203",
+        admin: false,
+        apply: |c, v| {
+            c.port = v.trim().parse().map_err(|_| "a port number 0-65535")?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--host",
         env: Some("HOST"),
         value_name: Some("HOST"),
         help: "address or host name to listen on",
-        default: DEFAULT_HOST,
+        default: "0.0.0.0",
+        admin: false,
+        apply: |c, v| {
+            if v.trim().is_empty() || v.contains(char::is_whitespace) {
+                return Err("an IP address or host name");
+            }
+            c.host = v.to_string();
+            Ok(())
+        },
     },
     Setting {
         flag: "--db",
         env: Some("DB_PATH"),
         value_name: Some("PATH"),
         help: "SQLite database file (cojson's layout; created if missing)",
-        default: DEFAULT_DB_PATH,
+        default: "./local-sync.db",
+        admin: true,
+        apply: |c, v| {
+            if v.is_empty() {
+                return Err("a database file path");
+            }
+            c.db_path = PathBuf::from(v);
+            Ok(())
+        },
     },
     Setting {
         flag: "--in-memory",
@@ -160,13 +200,23 @@ const SETTINGS: &[Setting] = &[
         value_name: None,
         help: "keep all data in memory only",
         default: "off",
+        admin: false,
+        apply: |c, v| {
+            c.in_memory = v == "on";
+            Ok(())
+        },
     },
     Setting {
         flag: "--log-level",
         env: Some("LOG_LEVEL"),
         value_name: Some("LEVEL"),
-        help: "error | warn | info | debug | trace",
+        help: "error | warn | info | debug | trace (admin commands: error unless set)",
         default: "info",
+        admin: true,
+        apply: |c, v| {
+            c.log_level = parse_level(v).ok_or("one of error, warn, info, debug, trace")?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--max-message-bytes",
@@ -174,6 +224,11 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("BYTES"),
         help: "largest incoming WebSocket message (suffixes K, M, G = KiB, MiB, GiB)",
         default: "16M",
+        admin: false,
+        apply: |c, v| {
+            c.max_message_bytes = parse_size(v).ok_or("a positive size like 16M")?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--max-outbound-bytes",
@@ -181,6 +236,35 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("BYTES"),
         help: "bytes queued for one connection before it is dropped",
         default: "64M",
+        admin: false,
+        apply: |c, v| {
+            c.max_outbound_bytes = parse_size(v).ok_or("a positive size like 64M")?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "--connection-memory",
+        env: Some("CONNECTION_MEMORY"),
+        value_name: Some("BYTES"),
+        help: "memory one connection may make the server hold (subscriptions, held content, an incoming message); above it the connection is closed (1008)",
+        default: "48M",
+        admin: false,
+        apply: |c, v| {
+            c.connection_memory = parse_size(v).ok_or("a positive size like 48M")?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "--client-memory",
+        env: Some("CLIENT_MEMORY"),
+        value_name: Some("BYTES"),
+        help: "memory all connections together may make the server hold; above it reading pauses, then the biggest connection is closed (1013)",
+        default: "256M",
+        admin: false,
+        apply: |c, v| {
+            c.client_memory = parse_size(v).ok_or("a positive size like 256M")?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--header-timeout-ms",
@@ -188,6 +272,11 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("MS"),
         help: "time a client has to send its HTTP request head",
         default: "10000",
+        admin: false,
+        apply: |c, v| {
+            c.header_timeout = parse_millis(v).ok_or(TIMEOUT)?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--write-timeout-ms",
@@ -195,6 +284,11 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("MS"),
         help: "drop a connection whose pending output made no progress this long",
         default: "30000",
+        admin: false,
+        apply: |c, v| {
+            c.write_timeout = parse_millis(v).ok_or(TIMEOUT)?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--sync-mode",
@@ -202,6 +296,15 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("MODE"),
         help: "full (an acknowledged write survives power loss) | normal (survives a crash only; faster)",
         default: "full",
+        admin: false,
+        apply: |c, v| {
+            c.sync_mode = match v.trim().to_ascii_lowercase().as_str() {
+                "full" => Synchronous::Full,
+                "normal" => Synchronous::Normal,
+                _ => return Err("full or normal"),
+            };
+            Ok(())
+        },
     },
     Setting {
         flag: "--memory-budget",
@@ -209,13 +312,25 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("BYTES"),
         help: "memory for CoValues cached between requests (least recently used are evicted)",
         default: "128M",
+        admin: false,
+        apply: |c, v| {
+            c.memory_budget = parse_size(v).ok_or("a positive size like 128M")?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--trusted-proxies",
         env: Some("TRUSTED_PROXIES"),
         value_name: Some("LIST"),
         help: "comma-separated IPs or CIDR ranges of reverse proxies whose X-Forwarded-For is believed",
-        default: "none",
+        default: "",
+        admin: false,
+        apply: |c, v| {
+            c.trusted_proxies = IpRange::parse_list(v).map_err(
+                |_| "comma-separated IP addresses or CIDR ranges like 127.0.0.1,10.0.0.0/8",
+            )?;
+            Ok(())
+        },
     },
     Setting {
         flag: "--shutdown-timeout-ms",
@@ -223,6 +338,11 @@ const SETTINGS: &[Setting] = &[
         value_name: Some("MS"),
         help: "on SIGTERM/SIGINT, time connections get to close before they are dropped",
         default: "10000",
+        admin: false,
+        apply: |c, v| {
+            c.shutdown_timeout = parse_millis(v).ok_or(TIMEOUT)?;
+            Ok(())
+        },
     },
 ];
 
@@ -242,15 +362,20 @@ pub fn help_text() -> String {
             None => st.flag.to_string(),
         };
         let env = st.env.map(|e| format!(" [env {e}]")).unwrap_or_default();
+        let default = if st.default.is_empty() {
+            "none"
+        } else {
+            st.default
+        };
         s.push_str(&format!(
-            "  {left:<32} {}{env} (default: {})\n",
-            st.help, st.default
+            "  {left:<32} {}{env} (default: {default})\n",
+            st.help
         ));
     }
     s.push_str("  --help                           print this help\n");
     s.push_str("  --version                        print the version\n");
     s.push_str(
-        "\nCommands (instead of serving; both accept --db and DB_PATH as above):\n\
+        "\nCommands (instead of serving; both accept --db, --log-level and their variables):\n\
          \x20 backup <DEST>                    copy the database to DEST while the server may run\n\
          \x20 check                            verify the database file and every stored signature\n\
          \nEndpoints: WebSocket on any path; GET /health; GET /metrics (Prometheus text).\n\
@@ -263,125 +388,131 @@ pub fn version_text() -> String {
     format!("maia-sync {}", env!("CARGO_PKG_VERSION"))
 }
 
+/// Which settings a command line may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Serve,
+    Admin,
+}
+
+/// A parsed command line: the config, which settings were given
+/// explicitly (by flag or variable), and the positional arguments (only
+/// the admin commands take any).
+pub struct Parsed {
+    pub config: Config,
+    pub given: Vec<&'static str>,
+    pub positional: Vec<String>,
+}
+
 impl Config {
-    /// Parses flags (`args`, without the program name) over the environment.
-    /// Both `--flag value` and `--flag=value` are accepted. An empty variable
-    /// counts as unset, so `PORT=` in a unit file does not break startup.
+    /// Parses flags (`args`, without the program name) over the
+    /// environment, for serving.
     pub fn parse<I, S, E>(args: I, env: E) -> Result<Config, ConfigError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
         E: Fn(&str) -> Option<String>,
     {
-        // Collect raw values first (flags override variables), then convert
-        // once, so an error names the source the bad value really came from.
-        let mut raw: Vec<(&'static str, String, String)> = Vec::new(); // (flag, source, value)
-        for st in SETTINGS {
-            if let (Some(var), Some(_)) = (st.env, st.value_name)
-                && let Some(v) = env(var).filter(|v| !v.is_empty())
-            {
-                raw.push((st.flag, var.to_string(), v));
-            }
+        let parsed = parse_scoped(args, &env, Scope::Serve)?;
+        if !parsed.positional.is_empty() {
+            return Err(ConfigError::UnknownFlag(parsed.positional[0].clone()));
         }
-        let mut in_memory = false;
-        let mut args = args.into_iter().map(Into::into);
-        while let Some(arg) = args.next() {
-            if arg == "--help" || arg == "-h" {
-                return Err(ConfigError::HelpRequested);
-            }
-            if arg == "--version" || arg == "-V" {
-                return Err(ConfigError::VersionRequested);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let Some(st) = SETTINGS.iter().find(|s| s.flag == name) else {
-                return Err(ConfigError::UnknownFlag(arg));
-            };
-            if st.value_name.is_none() {
-                if inline.is_some() {
-                    return Err(ConfigError::UnexpectedValue(st.flag));
-                }
-                in_memory = true;
-                continue;
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => args.next().ok_or(ConfigError::MissingValue(st.flag))?,
-            };
-            raw.push((st.flag, st.flag.to_string(), value));
-        }
+        parsed.config.check()?;
+        Ok(parsed.config)
+    }
 
-        let mut c = Config {
-            in_memory,
-            ..Config::default()
-        };
-        // Later entries (flags) overwrite earlier ones (variables).
-        for (flag, source, value) in raw {
-            let bad = |expected| ConfigError::BadValue {
-                source: source.clone(),
-                value: value.clone(),
-                expected,
-            };
-            match flag {
-                "--port" => c.port = value.parse().map_err(|_| bad("a port number 0-65535"))?,
-                "--host" => {
-                    if value.trim().is_empty() || value.contains(char::is_whitespace) {
-                        return Err(bad("an IP address or host name"));
-                    }
-                    c.host = value;
-                }
-                "--db" => c.db_path = PathBuf::from(value),
-                "--log-level" => {
-                    c.log_level = parse_level(&value)
-                        .ok_or_else(|| bad("one of error, warn, info, debug, trace"))?
-                }
-                "--max-message-bytes" => {
-                    c.max_message_bytes =
-                        parse_size(&value).ok_or_else(|| bad("a positive size like 16M"))?
-                }
-                "--max-outbound-bytes" => {
-                    c.max_outbound_bytes =
-                        parse_size(&value).ok_or_else(|| bad("a positive size like 64M"))?
-                }
-                "--header-timeout-ms" => {
-                    c.header_timeout = parse_millis(&value)
-                        .ok_or_else(|| bad("a number of ms from 1 to 86400000"))?
-                }
-                "--write-timeout-ms" => {
-                    c.write_timeout = parse_millis(&value)
-                        .ok_or_else(|| bad("a number of ms from 1 to 86400000"))?
-                }
-                "--sync-mode" => {
-                    c.sync_mode = parse_sync_mode(&value).ok_or_else(|| bad("full or normal"))?
-                }
-                "--memory-budget" => {
-                    c.memory_budget =
-                        parse_size(&value).ok_or_else(|| bad("a positive size like 128M"))?
-                }
-                "--trusted-proxies" => {
-                    c.trusted_proxies = IpRange::parse_list(&value).map_err(|_| {
-                        bad("comma-separated IP addresses or CIDR ranges like 127.0.0.1,10.0.0.0/8")
-                    })?
-                }
-                "--shutdown-timeout-ms" => {
-                    c.shutdown_timeout = parse_millis(&value)
-                        .ok_or_else(|| bad("a number of ms from 1 to 86400000"))?
-                }
-                _ => {} // every flag in SETTINGS is handled above
-            }
+    /// Settings that must fit together.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.connection_memory < self.max_message_bytes + (1 << 20) {
+            return Err(ConfigError::Conflict(format!(
+                "connection-memory ({} KiB) must be at least max-message-bytes ({} KiB) plus 1 MiB: a connection must be able to hold one message",
+                self.connection_memory >> 10,
+                self.max_message_bytes >> 10
+            )));
         }
-        Ok(c)
+        if self.client_memory < self.connection_memory {
+            return Err(ConfigError::Conflict(format!(
+                "client-memory ({} KiB) must be at least connection-memory ({} KiB)",
+                self.client_memory >> 10,
+                self.connection_memory >> 10
+            )));
+        }
+        Ok(())
     }
 }
 
-fn parse_sync_mode(s: &str) -> Option<Synchronous> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "full" => Some(Synchronous::Full),
-        "normal" => Some(Synchronous::Normal),
-        _ => None,
+/// Parses a command line against the settings of `scope`. Both
+/// `--flag value` and `--flag=value` are accepted. An empty variable
+/// counts as unset, so `PORT=` in a unit file does not break startup.
+pub fn parse_scoped<I, S>(
+    args: I,
+    env: &dyn Fn(&str) -> Option<String>,
+    scope: Scope,
+) -> Result<Parsed, ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let in_scope = |st: &Setting| scope == Scope::Serve || st.admin;
+    // Collect raw values first (flags override variables), then convert
+    // once, so an error names the source the bad value really came from.
+    let mut raw: Vec<(&'static Setting, String, String)> = Vec::new(); // (setting, source, value)
+    for st in SETTINGS.iter().filter(|s| in_scope(s)) {
+        if let (Some(var), Some(_)) = (st.env, st.value_name)
+            && let Some(v) = env(var).filter(|v| !v.is_empty())
+        {
+            raw.push((st, var.to_string(), v));
+        }
     }
+    let mut positional = Vec::new();
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Err(ConfigError::HelpRequested);
+        }
+        if scope == Scope::Serve && (arg == "--version" || arg == "-V") {
+            return Err(ConfigError::VersionRequested);
+        }
+        if !arg.starts_with('-') {
+            positional.push(arg);
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let Some(st) = SETTINGS.iter().find(|s| s.flag == name && in_scope(s)) else {
+            return Err(ConfigError::UnknownFlag(arg));
+        };
+        if st.value_name.is_none() {
+            if inline.is_some() {
+                return Err(ConfigError::UnexpectedValue(st.flag));
+            }
+            raw.push((st, st.flag.to_string(), "on".to_string()));
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next().ok_or(ConfigError::MissingValue(st.flag))?,
+        };
+        raw.push((st, st.flag.to_string(), value));
+    }
+    let mut config = Config::default();
+    let mut given = Vec::new();
+    // Later entries (flags) overwrite earlier ones (variables).
+    for (st, source, value) in raw {
+        (st.apply)(&mut config, &value).map_err(|expected| ConfigError::BadValue {
+            source,
+            value: value.clone(),
+            expected,
+        })?;
+        given.push(st.flag);
+    }
+    Ok(Parsed {
+        config,
+        given,
+        positional,
+    })
 }
 
 pub(crate) fn parse_level(s: &str) -> Option<LevelFilter> {

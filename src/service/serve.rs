@@ -32,6 +32,8 @@ pub fn options(c: &Config) -> Options {
         },
         ping_interval: PING_INTERVAL,
         shutdown_timeout: c.shutdown_timeout,
+        connection_memory: c.connection_memory,
+        client_memory: c.client_memory,
     }
 }
 

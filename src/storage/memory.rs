@@ -76,6 +76,10 @@ impl Store for MemoryStore {
         Ok(self.committed.get(id).cloned())
     }
 
+    fn load_header(&mut self, id: &str) -> Result<Option<std::sync::Arc<str>>, StoreError> {
+        Ok(self.committed.get(id).map(|c| c.header.clone()))
+    }
+
     fn write(&mut self, w: Write) -> Result<(), StoreError> {
         self.pending.push(w);
         Ok(())

@@ -98,6 +98,8 @@ impl std::error::Error for StoreError {}
 pub trait Store {
     /// Reads a whole CoValue, or `None` if it is not stored.
     fn load(&mut self, id: &str) -> Result<Option<StoredCoValue>, StoreError>;
+    /// Reads only a CoValue's header text, or `None` if it is not stored.
+    fn load_header(&mut self, id: &str) -> Result<Option<Arc<str>>, StoreError>;
     /// Queues a write into the current turn's transaction.
     fn write(&mut self, w: Write) -> Result<(), StoreError>;
     /// Makes every write since the last commit durable, all or nothing.

@@ -95,6 +95,10 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     in_transaction: bool,
+    /// Opened by `open_read_only` (admin commands).
+    read_only: bool,
+    /// A write or commit of this turn failed: refuse writes until rollback.
+    failed: bool,
     covalue_rows: HashMap<Arc<str>, i64>,
     session_rows: HashMap<(i64, Arc<str>), i64>,
     /// Session rowID → (lastIdx, lastSignature, bytesSinceLastSignature,
@@ -189,15 +193,17 @@ impl SqliteStore {
                 path.display()
             );
         }
-        Ok(SqliteStore::from_connection(conn, path))
+        Ok(SqliteStore::from_connection(conn, path, false))
     }
 
     /// A store on an opened connection, with empty caches.
-    fn from_connection(conn: Connection, path: &Path) -> SqliteStore {
+    fn from_connection(conn: Connection, path: &Path, read_only: bool) -> SqliteStore {
         SqliteStore {
             conn,
             path: path.to_path_buf(),
             in_transaction: false,
+            read_only,
+            failed: false,
             covalue_rows: HashMap::new(),
             session_rows: HashMap::new(),
             dirty_sessions: HashMap::new(),
@@ -208,11 +214,19 @@ impl SqliteStore {
         &self.path
     }
 
-    fn begin(&mut self) -> Result<(), StoreError> {
+    /// Opens the turn's transaction if none is open. A writable store
+    /// takes the write lock at once (`IMMEDIATE`), even for a turn that
+    /// starts with reads: a read transaction that later writes would have
+    /// to upgrade its lock, which fails if anything else wrote meanwhile.
+    /// WAL readers (backup, check) are never blocked by it.
+    fn begin_read(&mut self) -> Result<(), StoreError> {
         if !self.in_transaction {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(backend)?;
+            let sql = if self.read_only {
+                "BEGIN"
+            } else {
+                "BEGIN IMMEDIATE"
+            };
+            self.conn.execute_batch(sql).map_err(backend)?;
             self.in_transaction = true;
         }
         Ok(())
@@ -366,7 +380,7 @@ impl SqliteStore {
             VOUCH_TABLE.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE")
         ))
         .map_err(sqlite_err)?;
-        Ok(SqliteStore::from_connection(conn, path))
+        Ok(SqliteStore::from_connection(conn, path, true))
     }
 
     /// `PRAGMA integrity_check`: the problems SQLite finds (empty if none).
@@ -515,38 +529,9 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn load(&mut self, id: &str) -> Result<Option<StoredCoValue>, StoreError> {
-        // Reads join the turn's transaction (a plain BEGIN, so it also works
-        // on a read-only connection): one lock for the whole turn instead of
-        // a lock and unlock per statement, which dominated cold loads.
-        if !self.in_transaction {
-            self.conn.execute_batch("BEGIN").map_err(backend)?;
-            self.in_transaction = true;
-        }
-        let row: Option<(i64, String)> = self
-            .conn
-            .prepare_cached("SELECT rowID, header FROM coValues WHERE id = ?")
-            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-            .map_err(backend)?;
-        let Some((co_row, header)) = row else {
-            return Ok(None);
-        };
-        let id: Arc<str> = Arc::from(id);
-        if self.covalue_rows.len() >= ROW_CACHE_LIMIT {
-            self.covalue_rows.clear();
-        }
-        self.covalue_rows.insert(id.clone(), co_row);
-        let sessions = self.load_sessions(co_row, &id)?;
-        Ok(Some(StoredCoValue {
-            id,
-            header: Arc::from(header),
-            sessions,
-        }))
-    }
-
-    fn write(&mut self, w: Write) -> Result<(), StoreError> {
-        self.begin()?;
+impl SqliteStore {
+    fn write_one(&mut self, w: Write) -> Result<(), StoreError> {
+        self.begin_read()?;
         match w {
             Write::Header { co_id, header } => {
                 self.conn
@@ -588,11 +573,71 @@ impl Store for SqliteStore {
             }
         }
     }
+}
+
+impl Store for SqliteStore {
+    fn load_header(&mut self, id: &str) -> Result<Option<Arc<str>>, StoreError> {
+        self.begin_read()?;
+        let header: Option<String> = self
+            .conn
+            .prepare_cached("SELECT header FROM coValues WHERE id = ?")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(backend)?;
+        Ok(header.map(Arc::from))
+    }
+
+    fn load(&mut self, id: &str) -> Result<Option<StoredCoValue>, StoreError> {
+        self.begin_read()?;
+        let row: Option<(i64, String)> = self
+            .conn
+            .prepare_cached("SELECT rowID, header FROM coValues WHERE id = ?")
+            .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(backend)?;
+        let Some((co_row, header)) = row else {
+            return Ok(None);
+        };
+        let id: Arc<str> = Arc::from(id);
+        if self.covalue_rows.len() >= ROW_CACHE_LIMIT {
+            self.covalue_rows.clear();
+        }
+        self.covalue_rows.insert(id.clone(), co_row);
+        let sessions = self.load_sessions(co_row, &id)?;
+        Ok(Some(StoredCoValue {
+            id,
+            header: Arc::from(header),
+            sessions,
+        }))
+    }
+
+    fn write(&mut self, w: Write) -> Result<(), StoreError> {
+        if self.failed {
+            // After a failed statement SQLite may have rolled the whole
+            // transaction back; nothing more goes in until `rollback`.
+            return Err(StoreError::Backend(
+                "an earlier write of this turn failed; waiting for the rollback".into(),
+            ));
+        }
+        let result = self.write_one(w);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::Backend(
+                "a write of this turn failed, so the turn is rolled back".into(),
+            ));
+        }
         if self.in_transaction {
-            self.flush_sessions()?;
-            self.conn.execute_batch("COMMIT").map_err(backend)?;
+            if let Err(e) = self
+                .flush_sessions()
+                .and_then(|()| self.conn.execute_batch("COMMIT").map_err(backend))
+            {
+                self.failed = true;
+                return Err(e);
+            }
             self.in_transaction = false;
         }
         Ok(())
@@ -619,6 +664,7 @@ impl Store for SqliteStore {
             }
             self.in_transaction = false;
         }
+        self.failed = false;
         // Row IDs handed out inside the rolled-back transaction are void.
         self.covalue_rows.clear();
         self.session_rows.clear();

@@ -84,6 +84,10 @@ impl Store for TimedStore {
         self.inner.load(id)
     }
 
+    fn load_header(&mut self, id: &str) -> Result<Option<std::sync::Arc<str>>, StoreError> {
+        self.inner.load_header(id)
+    }
+
     fn write(&mut self, w: Write) -> Result<(), StoreError> {
         self.dirty = true;
         self.inner.write(w)

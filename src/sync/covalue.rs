@@ -1,23 +1,27 @@
 //! One CoValue held in memory: its header, its verified sessions, where each
-//! session may be cut into separately verifiable chunks, and the content a
+//! session may be cut into separately verifiable chunks, and the pieces a
 //! peer is missing (docs/protocol.md §3.3, §4.6, §5.1).
 
 use super::encode::{self, ChunkOut};
 use super::known::KnownState;
-use super::peer::PeerEntry;
-use crate::storage::{SessionAppend, StoredCoValue, Write};
-use crate::sync::{Outgoing, PeerId};
+use crate::storage::{SessionAppend, StoredCoValue, StoredSession, Write};
 use crate::verify::{
-    CanonicalTx, ChainState, Header, SigCache, SigCheck, Signer, VerifyError, canonicalize_tx,
+    CanonicalTx, ChainState, CheckedHeader, CoId, Header, SigCache, SigCheck, Signer, VerifyError,
+    canonicalize, decode_signature, session_signer, trusting_changes,
 };
 use ed25519_dalek::VerifyingKey;
-use serde_json::Value;
+use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// cojson's `MAX_RECOMMENDED_TX_SIZE`: the size of a piece when sending and
 /// the distance between stored signature checkpoints.
 pub const MAX_RECOMMENDED_TX_SIZE: u64 = 102_400;
+
+/// Largest stored header read back. Headers from clients are capped at
+/// `MAX_HEADER_BYTES`; a database written by other software gets more
+/// room, but still a bound.
+pub const MAX_STORED_HEADER_BYTES: usize = 1 << 20;
 
 pub struct Session {
     pub id: Arc<str>,
@@ -54,16 +58,20 @@ impl Session {
 }
 
 pub struct CoValue {
-    pub id: Arc<str>,
+    pub id: CoId,
+    /// The canonical header text (what the ID was computed from).
     pub header_json: Arc<str>,
     pub header: Header,
     sessions: Vec<Session>,
     index: HashMap<Arc<str>, usize>,
     /// Dependencies learnt from content: accounts that authored sessions and,
     /// for groups, member accounts/groups and parent groups.
-    learnt_deps: BTreeSet<Arc<str>>,
-    /// Approximate heap bytes held, for the engine's memory budget.
+    learnt_deps: BTreeSet<CoId>,
+    /// Approximate heap bytes held, for the cache's memory budget.
     bytes: usize,
+    /// Length of the longest chain of header dependencies (owner group,
+    /// branch source) below this CoValue, once known.
+    pub depth: Option<u16>,
     /// The engine turn in which this CoValue was last used (for eviction).
     pub last_used: u64,
     /// Changes whenever the content changes (engine-wide counter, so a
@@ -72,30 +80,52 @@ pub struct CoValue {
     pub version: u64,
 }
 
-/// The pieces last built for one peer state, reused for the next peer in
-/// the same state (forwarding one write to many subscribers that were all
-/// up to date builds the message once).
-pub struct PieceCache {
-    version: u64,
-    header: bool,
-    counts: Vec<u32>,
-    pieces: Vec<String>,
-}
-
 /// Per-transaction bookkeeping besides its text (Arc, size, Vec slots).
 const TX_OVERHEAD: usize = 48;
+/// Per-session bookkeeping (hasher state, maps, index entry).
+const SESSION_OVERHEAD: usize = 2048;
+/// Per learnt dependency (set node).
+const DEP_OVERHEAD: usize = 64;
+
+/// One session's part of a piece: transactions `from..=to` and the
+/// signature that closes them.
+#[derive(Clone, Debug)]
+pub struct ChunkPlan {
+    pub session: Arc<str>,
+    pub from: u32,
+    pub to: u32,
+    pub signature: Arc<str>,
+}
+
+/// One `content` message to send, described without its text (rendered
+/// only when the socket has room for it).
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub header: bool,
+    pub chunks: Vec<ChunkPlan>,
+    /// `expectContentUntil`, on the first of several pieces.
+    pub until: Option<Vec<(Arc<str>, u32)>>,
+}
+
+impl Piece {
+    /// The counts a peer holds once it has this piece.
+    pub fn ends(&self) -> impl Iterator<Item = (&Arc<str>, u32)> {
+        self.chunks.iter().map(|c| (&c.session, c.to + 1))
+    }
+}
 
 impl CoValue {
-    pub fn new(id: Arc<str>, header_json: Arc<str>, header: Header) -> Self {
-        let header_len = header_json.len() + id.len();
+    pub fn new(id: CoId, checked: CheckedHeader) -> Self {
+        let header_json: Arc<str> = Arc::from(checked.json);
         CoValue {
             id,
+            bytes: 256 + header_json.len(),
             header_json,
-            header,
+            header: checked.header,
             sessions: Vec::new(),
             index: HashMap::new(),
             learnt_deps: BTreeSet::new(),
-            bytes: 256 + header_len,
+            depth: None,
             last_used: 0,
             version: 0,
         }
@@ -106,17 +136,9 @@ impl CoValue {
         self.bytes
     }
 
-    /// Raises `state` to at least what we hold (without building a map).
-    fn raise_into(&self, state: &mut KnownState) {
-        state.header = true;
-        for s in &self.sessions {
-            state.raise(&s.id, s.len());
-        }
-    }
-
     /// A `known` message with our full state.
     pub fn known_message(&self, correction: bool) -> String {
-        encode::known_iter(&self.id, true, self.sessions(), correction)
+        encode::known_iter(self.id.as_str(), true, self.sessions(), correction)
     }
 
     pub fn known_state(&self) -> KnownState {
@@ -138,6 +160,11 @@ impl CoValue {
         self.index.get(session).map(|&i| &self.sessions[i])
     }
 
+    /// Our own `Arc` of a session name (so peer states share it).
+    pub fn session_name(&self, session: &str) -> Option<&Arc<str>> {
+        self.session(session).map(|s| &s.id)
+    }
+
     /// The running hash, count and signer of a session.
     pub fn chain(&self, session: &str) -> Option<(&ChainState, u32, VerifyingKey)> {
         self.session(session).map(|s| (&s.chain, s.len(), s.signer))
@@ -152,16 +179,11 @@ impl CoValue {
     }
 
     /// Every CoValue this one depends on (§5.1), excluding itself.
-    pub fn dependencies(&self) -> Vec<Arc<str>> {
-        let mut deps: Vec<Arc<str>> = Vec::new();
-        if let Some(g) = self.header.group() {
-            deps.push(Arc::from(g));
-        }
-        if let Some(s) = &self.header.source {
-            deps.push(Arc::from(s.as_str()));
-        }
-        deps.extend(self.learnt_deps.iter().cloned());
-        deps.retain(|d| **d != *self.id);
+    pub fn dependencies(&self) -> Vec<CoId> {
+        let mut deps: Vec<CoId> = self.header.dependencies().collect();
+        deps.extend(self.learnt_deps.iter().copied());
+        deps.retain(|d| *d != self.id);
+        deps.sort_unstable();
         deps.dedup();
         deps
     }
@@ -172,50 +194,46 @@ impl CoValue {
         &mut self,
         session_id: &Arc<str>,
         signer: VerifyingKey,
-        txs: Vec<CanonicalTx>,
+        txs: &[CanonicalTx],
         signature: &str,
         cache: &SigCache,
     ) -> Result<SessionAppend, VerifyError> {
         let existing = self.index.get(session_id).copied();
-        let next = match existing {
-            Some(i) => {
-                let s = &self.sessions[i];
-                s.chain
-                    .verify_batch(txs.iter().map(|t| &*t.json), signature, &s.signer, cache)?
-            }
-            None => ChainState::new().verify_batch(
-                txs.iter().map(|t| &*t.json),
-                signature,
-                &signer,
-                cache,
-            )?,
+        let (chain, signer) = match existing {
+            Some(i) => (&self.sessions[i].chain, self.sessions[i].signer),
+            None => (&ChainState::new(), signer),
         };
+        let next = chain.verify_batch(txs.iter().map(|t| &*t.json), signature, &signer, cache)?;
         // The session exists only once a batch verified, so a rejected first
         // batch leaves nothing behind.
         let idx = existing.unwrap_or_else(|| {
             self.sessions.push(Session::new(session_id.clone(), signer));
             self.index
                 .insert(session_id.clone(), self.sessions.len() - 1);
+            self.bytes += SESSION_OVERHEAD + session_id.len();
             self.sessions.len() - 1
         });
+        let is_group = self.header.is_group();
         let session = &mut self.sessions[idx];
         session.chain = next;
         let first_idx = session.len();
         let signature: Arc<str> = Arc::from(signature);
         let size: u64 = txs.iter().map(|t| u64::from(t.size_utf16)).sum();
         let mut stored = Vec::with_capacity(txs.len());
-        if existing.is_none() {
-            self.bytes += 2048 + session_id.len();
-        }
+        let mut added = 0usize;
+        let mut deps = Vec::new();
         for t in txs {
-            self.bytes += t.json.len() + TX_OVERHEAD;
+            added += t.json.len() + TX_OVERHEAD;
             session.sizes.push(t.size_utf16);
             session.txs.push(t.json.clone());
-            stored.push(t.json);
+            stored.push(t.json.clone());
+            if is_group && t.trusting {
+                group_deps(&t.json, &mut deps);
+            }
         }
         session.last_signature = signature.clone();
-        // cojson storage's rule (docs/storage.md §2.2), so that memory and disk
-        // agree on where a session may be cut.
+        // cojson storage's rule (docs/storage.md §2.2), so that memory and
+        // disk agree on where a session may be cut.
         let checkpoint = session.bytes_since_checkpoint + size > MAX_RECOMMENDED_TX_SIZE;
         if checkpoint {
             session
@@ -225,19 +243,8 @@ impl CoValue {
         } else {
             session.bytes_since_checkpoint += size;
         }
-        if self.header.is_group() {
-            for tx in &stored {
-                learn_group_deps(tx, &mut self.learnt_deps);
-            }
-        }
-        if session_id.starts_with("co_")
-            && let Some(at) = session_id.find("_session")
-        {
-            self.learnt_deps.insert(Arc::from(&session_id[..at]));
-        }
-        let session = &self.sessions[idx];
-        Ok(SessionAppend {
-            co_id: self.id.clone(),
+        let append = SessionAppend {
+            co_id: Arc::from(self.id.as_str()),
             session_id: session_id.clone(),
             first_idx,
             txs: stored,
@@ -245,7 +252,21 @@ impl CoValue {
             checkpoint,
             bytes_since_last_signature: session.bytes_since_checkpoint,
             digest: session.chain.digest(),
-        })
+        };
+        self.bytes += added;
+        self.learn(deps);
+        if let Some(author) = account_author(session_id) {
+            self.learn([author]);
+        }
+        Ok(append)
+    }
+
+    fn learn(&mut self, deps: impl IntoIterator<Item = CoId>) {
+        for d in deps {
+            if d != self.id && self.learnt_deps.insert(d) {
+                self.bytes += DEP_OVERHEAD;
+            }
+        }
     }
 }
 
@@ -262,17 +283,15 @@ pub struct Loaded {
 impl CoValue {
     /// Rebuilds a CoValue from storage, re-verifying every session's chain
     /// at each stored signature. A session that fails is left out (and
-    /// logged): it is never served. `signer_of` resolves account authors.
-    /// Also returns the sessions that were checked with Ed25519 now (the
-    /// store did not vouch for them), so the caller can record them.
+    /// reported): it is never served. `signer_of` resolves account authors.
     pub fn from_stored(
         stored: StoredCoValue,
-        signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
+        signer_of: &mut dyn FnMut(CoId) -> Option<VerifyingKey>,
     ) -> Result<Loaded, VerifyError> {
-        let header_value: Value = serde_json::from_str(&stored.header)
-            .map_err(|e| VerifyError::BadHeader(format!("stored header is not JSON: {e}")))?;
-        let header = Header::verify(&header_value, &stored.id)?;
-        let mut cv = CoValue::new(stored.id.clone(), stored.header.clone(), header);
+        let id = CoId::parse(&stored.id)
+            .ok_or_else(|| VerifyError::BadHeader("stored under a malformed CoValue ID".into()))?;
+        let checked = Header::check(&stored.header, &id, MAX_STORED_HEADER_BYTES)?;
+        let mut cv = CoValue::new(id, checked);
         let mut newly_verified = Vec::new();
         let mut failed = Vec::new();
         for s in stored.sessions {
@@ -302,24 +321,27 @@ impl CoValue {
     /// Returns the digest when the signatures were checked now.
     fn load_session(
         &mut self,
-        s: &crate::storage::StoredSession,
-        signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
+        s: &StoredSession,
+        signer_of: &mut dyn FnMut(CoId) -> Option<VerifyingKey>,
     ) -> Result<Option<[u8; 32]>, VerifyError> {
-        let signer =
-            match crate::verify::session_signer(&s.session_id, &mut |acc| Some(signer_of(acc))) {
-                Signer::Key(k) => k,
-                Signer::Invalid(e) => return Err(e),
-                // The lookup always answers, so this is only for completeness.
-                Signer::AccountMissing => {
-                    return Err(VerifyError::UnknownAuthor(s.session_id.to_string()));
-                }
-            };
-        let mut canon = Vec::with_capacity(s.txs.len());
-        for tx in &s.txs {
-            let v: Value = serde_json::from_str(tx)
-                .map_err(|e| VerifyError::BadTransaction(format!("stored tx is not JSON: {e}")))?;
-            canon.push(canonicalize_tx(&v)?);
+        if !crate::verify::is_session_id(&s.session_id) {
+            return Err(VerifyError::UnknownAuthor(
+                crate::logging::clip(&s.session_id).to_string(),
+            ));
         }
+        let signer = match session_signer(&s.session_id, &mut |acc| Some(signer_of(acc))) {
+            Signer::Key(k) => k,
+            Signer::Invalid(e) => return Err(e),
+            // The lookup always answers, so this is only for completeness.
+            Signer::AccountMissing => {
+                return Err(VerifyError::UnknownAuthor(s.session_id.to_string()));
+            }
+        };
+        let canon = s
+            .txs
+            .iter()
+            .map(|tx| canonicalize(tx))
+            .collect::<Result<Vec<_>, _>>()?;
         let len = canon.len() as u32;
         if len == 0 || self.index.contains_key(&s.session_id) {
             return Ok(None);
@@ -353,12 +375,13 @@ impl CoValue {
                         signature: sig.to_string(),
                     })
                     .collect(),
+                usize::MAX,
             );
             if let Some((_, sig)) = checks
                 .iter()
                 .find(|(digest, sig)| !cache.contains(&signer, digest, sig))
             {
-                return Err(match crate::verify::decode_signature(sig) {
+                return Err(match decode_signature(sig) {
                     Err(e) => e,
                     Ok(_) => VerifyError::SignatureMismatch,
                 });
@@ -369,93 +392,39 @@ impl CoValue {
         session.last_signature = s.last_signature.clone();
         session.bytes_since_checkpoint = s.bytes_since_last_signature;
         session.checkpoints = cuts[..cuts.len() - 1].iter().cloned().collect();
-        self.bytes += 2048 + s.session_id.len();
+        self.bytes += SESSION_OVERHEAD + s.session_id.len();
+        let mut deps = Vec::new();
         for t in canon {
             self.bytes += t.json.len() + TX_OVERHEAD;
             session.sizes.push(t.size_utf16);
-            if self.header.is_group() {
-                learn_group_deps(&t.json, &mut self.learnt_deps);
+            if self.header.is_group() && t.trusting {
+                group_deps(&t.json, &mut deps);
             }
             session.txs.push(t.json);
         }
-        if s.session_id.starts_with("co_")
-            && let Some(at) = s.session_id.find("_session")
-        {
-            self.learnt_deps.insert(Arc::from(&s.session_id[..at]));
+        self.learn(deps);
+        if let Some(author) = account_author(&s.session_id) {
+            self.learn([author]);
         }
         self.sessions.push(session);
         self.index
             .insert(s.session_id.clone(), self.sessions.len() - 1);
         Ok((!vouched).then_some(digest))
     }
+}
 
-    /// Brings a peer entry up to date with this CoValue: queues the content
-    /// it lacks or, when there is none and `force` is set or the peer was
-    /// never told anything, a `known` with our state.
-    pub fn bring_up_to_date(
-        &self,
-        peer: PeerId,
-        entry: &mut PeerEntry,
-        force: bool,
-        cache: &mut Option<PieceCache>,
-        outbox: &mut Vec<Outgoing>,
-    ) {
-        let pieces = self.content_since_cached(&entry.state, cache);
-        entry.synced = self.version;
-        if !pieces.is_empty() {
-            self.raise_into(&mut entry.state);
-            entry.told = true;
-            outbox.extend(pieces.into_iter().map(|text| Outgoing { peer, text }));
-        } else if force || !entry.told {
-            entry.told = true;
-            outbox.push(Outgoing {
-                peer,
-                text: self.known_message(false),
-            });
-        }
-    }
-
-    /// `content_since` for a known peer state, reusing `cache` when the
-    /// last peer it was built for was in the same state.
-    fn content_since_cached(
-        &self,
-        peer: &KnownState,
-        cache: &mut Option<PieceCache>,
-    ) -> Vec<String> {
-        let counts: Vec<u32> = self
-            .sessions
-            .iter()
-            .map(|s| peer.count(&s.id).min(s.len()))
-            .collect();
-        if let Some(c) = cache
-            && c.version == self.version
-            && c.header == peer.header
-            && c.counts == counts
-        {
-            return c.pieces.clone();
-        }
-        let pieces = self.content_since(Some(peer));
-        *cache = Some(PieceCache {
-            version: self.version,
-            header: peer.header,
-            counts,
-            pieces: pieces.clone(),
-        });
-        pieces
-    }
-
-    /// The `content` messages that bring a peer from `peer` (its known
-    /// state; `None` = nothing known) up to ours, split at signature points
-    /// into pieces of about `MAX_RECOMMENDED_TX_SIZE` as cojson does.
-    fn content_since(&self, peer: Option<&KnownState>) -> Vec<String> {
-        let peer_has = |s: &str| peer.map_or(0, |k| k.count(s));
+impl CoValue {
+    /// The `content` pieces that bring a peer from `peer` (its known
+    /// state) up to ours, split at signature points into pieces of about
+    /// `MAX_RECOMMENDED_TX_SIZE` as cojson does. Described, not rendered.
+    pub fn plan(&self, peer: &KnownState) -> Vec<Piece> {
         // Each piece is a list of (session index, from, to_inclusive, signature).
-        type Chunk<'a> = (usize, u32, u32, &'a str);
+        type Chunk<'a> = (usize, u32, u32, &'a Arc<str>);
         let mut pieces: Vec<Vec<Chunk<'_>>> = vec![Vec::new()];
         let mut shared = 0usize;
         let mut shared_size = 0u64;
         for (si, s) in self.sessions.iter().enumerate() {
-            let from = peer_has(&s.id);
+            let from = peer.count(&s.id);
             let len = s.len();
             if from >= len {
                 continue;
@@ -465,7 +434,7 @@ impl CoValue {
             for i in from..len {
                 running += u64::from(s.sizes[i as usize]);
                 if i + 1 == len {
-                    let chunk = (si, start, i, &*s.last_signature);
+                    let chunk = (si, start, i, &s.last_signature);
                     if running > MAX_RECOMMENDED_TX_SIZE {
                         pieces.insert(shared, vec![chunk]);
                         shared += 1;
@@ -481,7 +450,7 @@ impl CoValue {
                 } else if let Some(sig) = s.checkpoints.get(&i) {
                     // A checkpoint closes a chunk of its own, placed before
                     // the shared piece (cojson's order).
-                    pieces.insert(shared, vec![(si, start, i, &**sig)]);
+                    pieces.insert(shared, vec![(si, start, i, sig)]);
                     shared += 1;
                     start = i + 1;
                     running = 0;
@@ -489,88 +458,144 @@ impl CoValue {
             }
         }
         pieces.retain(|p| !p.is_empty());
-        let include_header = !peer.is_some_and(|k| k.header);
+        let include_header = !peer.header;
         if pieces.is_empty() {
             return if include_header {
-                vec![encode::content(
-                    &self.id,
-                    Some(&self.header_json),
-                    self.header.priority,
-                    &[],
-                    None,
-                )]
+                vec![Piece {
+                    header: true,
+                    chunks: Vec::new(),
+                    until: None,
+                }]
             } else {
                 Vec::new()
             };
         }
-        let until: Vec<(&str, u32)> = if pieces.len() > 1 {
+        let until: Option<Vec<(Arc<str>, u32)>> = (pieces.len() > 1).then(|| {
             self.sessions
                 .iter()
-                .filter(|s| peer_has(&s.id) < s.len())
-                .map(|s| (&*s.id, s.len()))
+                .filter(|s| peer.count(&s.id) < s.len())
+                .map(|s| (s.id.clone(), s.len()))
                 .collect()
-        } else {
-            Vec::new()
-        };
+        });
+        let mut until = until;
         pieces
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(n, piece)| {
-                let chunks: Vec<ChunkOut<'_>> = piece
-                    .iter()
-                    .map(|&(si, from, to, sig)| {
-                        let s = &self.sessions[si];
-                        ChunkOut {
-                            session: &s.id,
-                            after: from,
-                            txs: &s.txs[from as usize..=to as usize],
-                            last_signature: sig,
-                        }
+            .map(|(n, chunks)| Piece {
+                header: n == 0 && include_header,
+                chunks: chunks
+                    .into_iter()
+                    .map(|(si, from, to, sig)| ChunkPlan {
+                        session: self.sessions[si].id.clone(),
+                        from,
+                        to,
+                        signature: sig.clone(),
                     })
-                    .collect();
-                let first = n == 0;
-                encode::content(
-                    &self.id,
-                    (first && include_header).then_some(&*self.header_json),
-                    self.header.priority,
-                    &chunks,
-                    (first && !until.is_empty()).then_some(&until[..]),
-                )
+                    .collect(),
+                until: if n == 0 { until.take() } else { None },
             })
             .collect()
     }
-}
 
-/// Group dependencies in one trusting transaction (§5.1 item 4): `set` ops
-/// whose key names a parent group (`parent_co_…`) or a member (`co_…`).
-pub fn learn_group_deps(tx_json: &str, deps: &mut BTreeSet<Arc<str>>) {
-    let Ok(tx) = serde_json::from_str::<Value>(tx_json) else {
-        return;
-    };
-    let Some(changes) = tx.get("changes").and_then(Value::as_str) else {
-        return;
-    };
-    for key in group_keys(changes) {
-        deps.insert(Arc::from(key.as_str()));
+    /// The text of a planned piece. A chunk whose session is gone (the
+    /// CoValue was reloaded without it) is left out.
+    pub fn render(&self, piece: &Piece) -> String {
+        let chunks: Vec<ChunkOut<'_>> = piece
+            .chunks
+            .iter()
+            .filter_map(|c| {
+                let s = self.session(&c.session)?;
+                let txs = s.txs.get(c.from as usize..=c.to as usize)?;
+                Some(ChunkOut {
+                    session: &s.id,
+                    after: c.from,
+                    txs,
+                    last_signature: &c.signature,
+                })
+            })
+            .collect();
+        let until: Option<Vec<(&str, u32)>> = piece
+            .until
+            .as_ref()
+            .map(|u| u.iter().map(|(s, n)| (&**s, *n)).collect());
+        encode::content(
+            self.id.as_str(),
+            piece.header.then_some(&*self.header_json),
+            self.header.priority,
+            &chunks,
+            until.as_deref(),
+        )
     }
 }
 
-/// The CoIDs named by `set` keys in a group transaction's `changes` text.
-pub fn group_keys(changes: &str) -> Vec<String> {
-    let Ok(Value::Array(ops)) = serde_json::from_str::<Value>(changes) else {
-        return Vec::new();
+/// The account that authored a session, if an account did.
+pub fn account_author(session_id: &str) -> Option<CoId> {
+    let at = session_id.find("_session")?;
+    CoId::parse(&session_id[..at])
+}
+
+/// Group dependencies in one canonical trusting transaction (§5.1 item 4):
+/// `set` ops whose key names a parent group (`parent_co_…`) or a member
+/// (`co_…`).
+pub fn group_deps(tx_json: &str, deps: &mut Vec<CoId>) {
+    if let Some(changes) = trusting_changes(tx_json) {
+        group_keys(&changes, deps);
+    }
+}
+
+/// The CoValues named by `set` keys in a group transaction's `changes`.
+pub fn group_keys(changes: &str, deps: &mut Vec<CoId>) {
+    #[derive(Deserialize)]
+    struct Op<'a> {
+        #[serde(borrow, default)]
+        op: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        key: Option<std::borrow::Cow<'a, str>>,
+    }
+    // Ops of another shape are skipped, as cojson's parser does.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum MaybeOp<'a> {
+        #[serde(borrow)]
+        Op(Op<'a>),
+        Other(serde::de::IgnoredAny),
+    }
+    let Ok(ops) = serde_json::from_str::<Vec<MaybeOp<'_>>>(changes) else {
+        return;
     };
-    ops.iter()
-        .filter(|op| op.get("op").and_then(Value::as_str) == Some("set"))
-        .filter_map(|op| op.get("key").and_then(Value::as_str))
-        .filter_map(|k| {
-            if let Some(parent) = k.strip_prefix("parent_") {
-                parent.starts_with("co_").then(|| parent.to_string())
-            } else if k.starts_with("co_") {
-                Some(k.to_string())
-            } else {
-                None
-            }
-        })
-        .collect()
+    for op in ops {
+        let MaybeOp::Op(Op {
+            op: Some(op),
+            key: Some(key),
+        }) = op
+        else {
+            continue;
+        };
+        if op != "set" {
+            continue;
+        }
+        let named = key.strip_prefix("parent_").unwrap_or(&key);
+        if let Some(id) = CoId::parse(named) {
+            deps.push(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_keys_name_members_and_parents() {
+        let mut deps = Vec::new();
+        group_keys(
+            r#"[{"op":"set","key":"co_zA","value":"admin"},{"op":"set","key":"parent_co_zB","value":"extend"},{"op":"set","key":"readKey","value":"x"},{"op":"del","key":"co_zC"},5,{"op":"set","key":"child_co_zD"}]"#,
+            &mut deps,
+        );
+        let names: Vec<&str> = deps.iter().map(CoId::as_str).collect();
+        assert_eq!(names, ["co_zA", "co_zB"]);
+        let mut none = Vec::new();
+        group_keys("not json", &mut none);
+        assert!(none.is_empty());
+    }
 }

@@ -56,10 +56,6 @@ fn known_like_iter<'a>(
     out
 }
 
-pub fn known(id: &str, state: &KnownState, correction: bool) -> String {
-    known_like("known", id, state, correction)
-}
-
 pub fn load(id: &str, state: &KnownState) -> String {
     known_like("load", id, state, false)
 }

@@ -1,24 +1,28 @@
 //! The dependency gate (docs/protocol.md §5.4 step 1): `content` whose
 //! dependencies (owning group, author accounts, parent groups and members)
-//! are not available waits here until they arrive, or until the sender says
-//! it lacks them too. Indexed so that neither holding nor releasing scans
-//! every held message, and capped per peer in count and bytes, because a
-//! peer can send content whose dependencies never come.
+//! are not available waits here until they arrive. Content whose sender
+//! says it lacks a dependency too is dropped: the reference server never
+//! applies it either (it waits forever), and a CoValue whose group or
+//! author is unknown could not be verified by any client.
+//!
+//! Indexed so that neither holding, releasing nor asking about a peer's
+//! held content scans every held message, and capped per peer in count and
+//! bytes, because a peer can send content whose dependencies never come.
 
+use super::PeerId;
 use super::decode::Content;
-use crate::sync::PeerId;
+use crate::verify::CoId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 /// How many messages, and how many bytes of them, one peer may have
 /// waiting for dependencies.
 pub const MAX_HELD_PER_PEER: usize = 1_000;
-pub const MAX_HELD_BYTES_PER_PEER: usize = 64 << 20;
+pub const MAX_HELD_BYTES_PER_PEER: usize = 16 << 20;
 
 pub struct Held {
     pub peer: PeerId,
-    pub content: Content,
-    waiting_for: BTreeSet<Arc<str>>,
+    pub content: Box<Content>,
+    waiting_for: BTreeSet<CoId>,
 }
 
 /// Why a message could not be held.
@@ -33,10 +37,11 @@ pub struct Gate {
     next: u64,
     /// Keyed by arrival, so releases keep each peer's order.
     held: BTreeMap<u64, Held>,
-    by_dep: HashMap<Arc<str>, Vec<u64>>,
-    /// Held messages per (peer, CoValue) and per CoValue.
-    by_target: HashMap<(PeerId, Arc<str>), usize>,
-    by_covalue: HashMap<Arc<str>, usize>,
+    by_dep: HashMap<CoId, Vec<u64>>,
+    /// Per (peer, CoValue): how many are held, and the key of the latest.
+    by_target: HashMap<(PeerId, CoId), (usize, u64)>,
+    /// Held messages per CoValue.
+    by_covalue: HashMap<CoId, usize>,
     /// (messages, bytes) held per peer.
     per_peer: HashMap<PeerId, (usize, usize)>,
 }
@@ -44,48 +49,45 @@ pub struct Gate {
 impl Gate {
     /// What an earlier held message of this peer for the same CoValue waits
     /// for (a later one must queue behind it), if there is one.
-    pub fn waiting_before(&self, peer: PeerId, id: &Arc<str>) -> Option<BTreeSet<Arc<str>>> {
-        if !self.by_target.contains_key(&(peer, id.clone())) {
-            return None;
-        }
-        self.held
-            .values()
-            .rev()
-            .find(|h| h.peer == peer && h.content.id == *id)
-            .map(|h| h.waiting_for.clone())
+    pub fn waiting_before(&self, peer: PeerId, id: &CoId) -> Option<BTreeSet<CoId>> {
+        let (_, latest) = self.by_target.get(&(peer, *id))?;
+        self.held.get(latest).map(|h| h.waiting_for.clone())
     }
 
     /// Whether some held message is content for `id` (its header is on the
     /// way: waiting for it could deadlock on a dependency cycle).
-    pub fn holds_covalue(&self, id: &str) -> bool {
+    pub fn holds_covalue(&self, id: &CoId) -> bool {
         self.by_covalue.contains_key(id)
+    }
+
+    /// Bytes of content `peer` has waiting here.
+    pub fn held_bytes(&self, peer: PeerId) -> usize {
+        self.per_peer.get(&peer).map_or(0, |(_, b)| *b)
     }
 
     pub fn hold(
         &mut self,
         peer: PeerId,
-        content: Content,
-        waiting_for: BTreeSet<Arc<str>>,
-    ) -> Result<(), (HoldError, Content)> {
+        content: Box<Content>,
+        waiting_for: BTreeSet<CoId>,
+    ) -> Result<(), (HoldError, Box<Content>)> {
         let (count, bytes) = self.per_peer.get(&peer).copied().unwrap_or((0, 0));
         if count >= MAX_HELD_PER_PEER {
             return Err((HoldError::TooMany, content));
         }
-        if bytes + content.wire_len > MAX_HELD_BYTES_PER_PEER {
+        if bytes + content.cost > MAX_HELD_BYTES_PER_PEER {
             return Err((HoldError::TooLarge, content));
         }
         let key = self.next;
         self.next += 1;
         for dep in &waiting_for {
-            self.by_dep.entry(dep.clone()).or_default().push(key);
+            self.by_dep.entry(*dep).or_default().push(key);
         }
-        *self
-            .by_target
-            .entry((peer, content.id.clone()))
-            .or_default() += 1;
-        *self.by_covalue.entry(content.id.clone()).or_default() += 1;
+        let target = self.by_target.entry((peer, content.id)).or_insert((0, key));
+        *target = (target.0 + 1, key);
+        *self.by_covalue.entry(content.id).or_default() += 1;
         self.per_peer
-            .insert(peer, (count + 1, bytes + content.wire_len));
+            .insert(peer, (count + 1, bytes + content.cost));
         self.held.insert(
             key,
             Held {
@@ -97,10 +99,10 @@ impl Gate {
         Ok(())
     }
 
-    /// `dep` arrived (or its sender lacks it): takes out, in arrival order,
-    /// every message that now waits for nothing more. Messages of one peer
-    /// for one CoValue wait for the same set, so they come out together.
-    pub fn release(&mut self, dep: &str) -> Vec<Held> {
+    /// `dep` arrived: takes out, in arrival order, every message that now
+    /// waits for nothing more. Messages of one peer for one CoValue wait
+    /// for the same set, so they come out together.
+    pub fn release(&mut self, dep: &CoId) -> Vec<Held> {
         let Some(keys) = self.by_dep.remove(dep) else {
             return Vec::new();
         };
@@ -117,8 +119,25 @@ impl Gate {
         ready.into_iter().filter_map(|k| self.take(k)).collect()
     }
 
+    /// `peer` lacks `dep`: takes out every message of that peer that waits
+    /// for it (it can never be applied).
+    pub fn drop_lacking(&mut self, peer: PeerId, dep: &CoId) -> Vec<Held> {
+        let Some(keys) = self.by_dep.get(dep) else {
+            return Vec::new();
+        };
+        let mine: Vec<u64> = keys
+            .iter()
+            .copied()
+            .filter(|k| self.held.get(k).is_some_and(|h| h.peer == peer))
+            .collect();
+        mine.into_iter().filter_map(|k| self.take(k)).collect()
+    }
+
     /// Drops everything a gone peer had waiting.
     pub fn forget_peer(&mut self, peer: PeerId) {
+        if !self.per_peer.contains_key(&peer) {
+            return;
+        }
         let keys: Vec<u64> = self
             .held
             .iter()
@@ -141,21 +160,26 @@ impl Gate {
                 }
             }
         }
-        decrement(&mut self.by_target, &(h.peer, h.content.id.clone()));
-        decrement(&mut self.by_covalue, &h.content.id);
+        let target = (h.peer, h.content.id);
+        if let Some((n, _)) = self.by_target.get_mut(&target) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_target.remove(&target);
+            }
+        }
+        if let Some(n) = self.by_covalue.get_mut(&h.content.id) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_covalue.remove(&h.content.id);
+            }
+        }
         if let Some((count, bytes)) = self.per_peer.get_mut(&h.peer) {
             *count = count.saturating_sub(1);
-            *bytes = bytes.saturating_sub(h.content.wire_len);
+            *bytes = bytes.saturating_sub(h.content.cost);
+            if *count == 0 {
+                self.per_peer.remove(&h.peer);
+            }
         }
         Some(h)
-    }
-}
-
-fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
-    if let Some(n) = map.get_mut(key) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(key);
-        }
     }
 }

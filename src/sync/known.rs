@@ -32,3 +32,26 @@ impl KnownState {
         }
     }
 }
+
+impl KnownState {
+    /// A peer's known state as it sent it, keeping only the sessions `ours`
+    /// holds (their names shared with it): a peer may name any number of
+    /// sessions, and only ours decide what it lacks.
+    pub fn from_wire(
+        wire: &super::decode::WireKnown,
+        ours: Option<&super::covalue::CoValue>,
+    ) -> KnownState {
+        let mut state = KnownState {
+            header: wire.header,
+            ..KnownState::default()
+        };
+        if let Some(cv) = ours {
+            for (session, n) in &wire.sessions {
+                if let Some(name) = cv.session_name(session) {
+                    state.raise(name, *n);
+                }
+            }
+        }
+        state
+    }
+}

@@ -1,21 +1,21 @@
-//! Batch signature verification for a loop turn (benches/README.md: Ed25519 is
-//! the ingest bottleneck; batches check about twice as fast).
+//! Batch signature verification for a loop turn (benches/README.md: Ed25519
+//! is the ingest bottleneck; batches check about twice as fast).
 //!
 //! Before the turn's messages are applied one by one, this pass walks the
-//! `content` messages, canonicalises their transactions (kept for the
-//! apply step), predicts each session's running hash as if every earlier
-//! batch of the turn were accepted, and checks all predicted signatures as
-//! one batch. The verdicts go into a `SigCache`; the sequential apply step
-//! still recomputes every hash and only skips the Ed25519 check when the
-//! cache holds exactly that (key, hash, signature). A wrong prediction is
-//! therefore only a cache miss, never a wrong decision.
+//! `content` messages, predicts each session's running hash as if every
+//! earlier batch of the turn were accepted, and checks the predicted
+//! signatures as one batch per peer, so one peer's bad signatures never
+//! send another peer's checks down the slow path. The verdicts go into a
+//! `SigCache`; the sequential apply step still recomputes every hash and
+//! only uses a verdict for exactly that (key, hash, signature). A wrong
+//! prediction is therefore only a cache miss, never a wrong decision.
 
-use super::Engine;
 use super::decode::Incoming;
-use crate::sync::PeerId;
-use crate::verify::{ChainState, Header, SigCheck, Signer, canonicalize_tx, session_signer};
+use super::turn::MAX_INVALID_SIGNATURES;
+use super::{Engine, PeerId};
+use crate::verify::{ChainState, CoId, SigCheck, Signer, session_signer};
 use ed25519_dalek::VerifyingKey;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Predicted state of one session during the pass.
@@ -26,39 +26,30 @@ struct Predicted {
 }
 
 impl Engine {
-    pub(super) fn prepass(&mut self, inbox: &mut [(PeerId, Incoming)]) {
-        let mut sessions: HashMap<(Arc<str>, Arc<str>), Predicted> = HashMap::new();
+    pub(super) fn prepass(&mut self, selected: &[(PeerId, Incoming)]) {
+        let mut sessions: HashMap<(CoId, Arc<str>), Predicted> = HashMap::new();
         // Account signers from headers that arrive in this very turn.
-        let mut new_accounts: HashMap<Arc<str>, VerifyingKey> = HashMap::new();
-        let mut checks = Vec::new();
-        for (_, msg) in inbox.iter_mut() {
+        let mut new_accounts: HashMap<CoId, VerifyingKey> = HashMap::new();
+        let mut checks: BTreeMap<PeerId, Vec<SigCheck>> = BTreeMap::new();
+        for (peer, msg) in selected {
             let Incoming::Content(c) = msg else { continue };
-            if !self.covalues.contains_key(&c.id)
-                && let Some(h) = &c.header
+            if let Some(Ok(h)) = &c.header
+                && let Some(k) = h.header.account_signer
             {
-                let checked = Header::verify(h, &c.id);
-                if let Ok(Header {
-                    account_signer: Some(k),
-                    ..
-                }) = &checked
-                {
-                    new_accounts.insert(c.id.clone(), *k);
-                }
-                c.checked_header = Some(Box::new(checked));
+                new_accounts.insert(c.id, k);
             }
-            for entry in &mut c.sessions {
-                let canon: Vec<_> = entry.txs.iter().map(canonicalize_tx).collect();
-                let key = (c.id.clone(), entry.session_id.clone());
+            for entry in c.sessions.iter().filter(|e| e.bad.is_none()) {
+                let key = (c.id, entry.session_id.clone());
                 if !sessions.contains_key(&key) {
                     let start = self
-                        .covalues
+                        .cache
                         .get(&c.id)
                         .and_then(|cv| cv.chain(&entry.session_id))
-                        .map(|(chain, count, signer)| (chain.clone(), count, signer));
-                    let start = start.or_else(|| {
-                        let signer = self.predict_signer(&entry.session_id, &new_accounts)?;
-                        Some((ChainState::new(), 0, signer))
-                    });
+                        .map(|(chain, count, signer)| (chain.clone(), count, signer))
+                        .or_else(|| {
+                            let signer = self.predict_signer(&entry.session_id, &new_accounts)?;
+                            Some((ChainState::new(), 0, signer))
+                        });
                     if let Some((chain, count, signer)) = start {
                         sessions.insert(
                             key.clone(),
@@ -74,22 +65,23 @@ impl Engine {
                     && entry.after <= p.count
                 {
                     let skip = (p.count - entry.after) as usize;
-                    let new = &canon[skip.min(canon.len())..];
-                    if !new.is_empty() && new.iter().all(Result::is_ok) {
-                        p.chain = p.chain.extend(new.iter().flatten().map(|t| &*t.json));
+                    let new = &entry.txs[skip.min(entry.txs.len())..];
+                    if !new.is_empty() {
+                        p.chain = p.chain.extend(new.iter().map(|t| &*t.json));
                         p.count += new.len() as u32;
-                        checks.push(SigCheck {
+                        checks.entry(*peer).or_default().push(SigCheck {
                             signer: p.signer,
                             digest: p.chain.digest(),
-                            signature: entry.last_signature.clone(),
+                            signature: entry.last_signature.to_string(),
                         });
                     }
                 }
-                entry.canon = Some(canon);
             }
         }
-        if !checks.is_empty() {
-            self.sig_cache.verify_all(checks);
+        for (peer, checks) in checks {
+            let already = self.peers.get(&peer).map_or(0, |p| p.invalid_signatures);
+            let left = MAX_INVALID_SIGNATURES.saturating_sub(already) as usize;
+            self.sig_cache.verify_all(checks, left);
         }
     }
 
@@ -98,11 +90,11 @@ impl Engine {
     fn predict_signer(
         &self,
         session_id: &str,
-        new_accounts: &HashMap<Arc<str>, VerifyingKey>,
+        new_accounts: &HashMap<CoId, VerifyingKey>,
     ) -> Option<VerifyingKey> {
-        let known = session_signer(session_id, &mut |acc| match self.covalues.get(acc) {
+        let known = session_signer(session_id, &mut |acc| match self.cache.get(&acc) {
             Some(cv) => Some(cv.header.account_signer),
-            None => new_accounts.get(acc).map(|k| Some(*k)),
+            None => new_accounts.get(&acc).map(|k| Some(*k)),
         });
         match known {
             Signer::Key(k) => Some(k),

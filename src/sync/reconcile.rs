@@ -2,21 +2,19 @@
 //! CoValues the server lacks or holds differently; the server `load`s those
 //! and acks the batch once the client has answered each of them.
 
-use super::Engine;
 use super::encode;
 use super::known::KnownState;
-use super::peer;
-use crate::sync::PeerId;
-use crate::verify::short_hash_of_sessions;
+use super::{Engine, PeerId};
+use crate::verify::{CoId, short_hash_of_sessions};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 impl Engine {
     pub(super) fn handle_reconcile(
         &mut self,
         peer: PeerId,
         batch_id: String,
-        values: Vec<(Arc<str>, String)>,
+        values: Vec<(CoId, Box<str>)>,
+        last: bool,
     ) {
         let mut pending = HashSet::new();
         for (id, hash) in values {
@@ -27,27 +25,31 @@ impl Engine {
             {
                 continue;
             }
-            if !self.available(&id) {
-                self.send(peer, encode::load(&id, &KnownState::default()));
-                pending.insert(id);
-            } else {
-                let cv = &self.covalues[&id];
-                if short_hash_of_sessions(cv.sessions()) != hash {
-                    let text = encode::load(&id, &cv.known_state());
-                    self.send(peer, text);
-                    pending.insert(id);
+            let text = if self.cache.load(&id, &mut *self.store).found() {
+                let Some(cv) = self.cache.get(&id) else {
+                    continue;
+                };
+                if short_hash_of_sessions(cv.sessions()) == *hash {
+                    continue;
                 }
-            }
+                encode::load(id.as_str(), &cv.known_state())
+            } else {
+                encode::load(id.as_str(), &KnownState::default())
+            };
+            self.send(peer, text);
+            pending.insert(id);
         }
-        if pending.is_empty() {
+        let complete = self
+            .peers
+            .get_mut(&peer)
+            .is_some_and(|p| p.reconcile_piece(batch_id.clone(), pending, last));
+        if complete {
             self.send(peer, encode::reconcile_ack(&batch_id));
-        } else if let Some(p) = self.peer_mut(peer) {
-            p.reconciles.push(peer::Reconcile { batch_id, pending });
         }
     }
 
-    pub(super) fn complete_reconcile(&mut self, peer: PeerId, id: &str) {
-        let done = match self.peer_mut(peer) {
+    pub(super) fn complete_reconcile(&mut self, peer: PeerId, id: &CoId) {
+        let done = match self.peers.get_mut(&peer) {
             Some(p) if !p.reconciles.is_empty() => p.complete_reconcile(id),
             _ => return,
         };

@@ -2,7 +2,6 @@
 //! where the event happens and read by the reactor when scraped. They only
 //! ever grow (Prometheus counters), so a reader needs no coordination.
 
-use super::decode::Content;
 use crate::verify::VerifyError;
 
 /// Why transactions a peer sent were not accepted. A fixed, small set: the
@@ -27,10 +26,14 @@ pub enum RejectReason {
     TooManyPending,
     /// A delete session breaks cojson's shape rules.
     InvalidDelete,
+    /// A dependency is not available and the sender lacks it too.
+    MissingDependency,
+    /// The chain of owner groups and branch sources is too deep.
+    TooDeep,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::InvalidHeader,
         RejectReason::InvalidAuthor,
         RejectReason::AccountMissing,
@@ -40,6 +43,8 @@ impl RejectReason {
         RejectReason::ErroredCoValue,
         RejectReason::TooManyPending,
         RejectReason::InvalidDelete,
+        RejectReason::MissingDependency,
+        RejectReason::TooDeep,
     ];
 
     /// The metric label value.
@@ -54,6 +59,8 @@ impl RejectReason {
             RejectReason::ErroredCoValue => "errored_covalue",
             RejectReason::TooManyPending => "too_many_pending",
             RejectReason::InvalidDelete => "invalid_delete",
+            RejectReason::MissingDependency => "missing_dependency",
+            RejectReason::TooDeep => "too_deep",
         }
     }
 
@@ -101,11 +108,6 @@ impl EngineStats {
     pub fn rejected(&self, reason: RejectReason) -> u64 {
         self.rejected.get(reason.index()).copied().unwrap_or(0)
     }
-}
-
-/// Transactions in a content message (what a rejection of it counts).
-pub(super) fn tx_count(c: &Content) -> usize {
-    c.sessions.iter().map(|s| s.txs.len()).sum()
 }
 
 #[cfg(test)]

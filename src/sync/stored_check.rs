@@ -5,6 +5,7 @@
 
 use super::covalue::CoValue;
 use crate::storage::StoredCoValue;
+use crate::verify::CoId;
 use ed25519_dalek::VerifyingKey;
 
 /// What one stored CoValue holds and what of it fails verification.
@@ -22,7 +23,7 @@ pub struct StoredReport {
 /// not an account).
 pub fn verify_stored(
     stored: &StoredCoValue,
-    signer_of: &mut dyn FnMut(&str) -> Option<VerifyingKey>,
+    signer_of: &mut dyn FnMut(CoId) -> Option<VerifyingKey>,
 ) -> StoredReport {
     let mut unvouched = stored.clone();
     for s in &mut unvouched.sessions {

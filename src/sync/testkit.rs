@@ -1,14 +1,17 @@
-//! Test helpers: an engine with a memory store, and signed sessions made
-//! with a fixed key (for behaviour the recorded vectors do not cover).
+//! Test helpers, shared by the unit tests and (through the `testkit`
+//! feature) the integration tests: an engine with a memory store and a
+//! driver that takes all its output, signed sessions made with a fixed key
+//! (for behaviour the recorded vectors do not cover), the test data.
 
 use super::Engine;
 use crate::storage::memory::MemoryStore;
-use crate::sync::{Outgoing, PeerId};
-use crate::verify::Header;
+use crate::sync::{CloseWhy, PeerId};
+use crate::verify::{Header, encode_base58};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
+/// `tests/data/vectors`: messages and values made by cojson 0.20.19.
 pub fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors")
 }
@@ -38,21 +41,51 @@ pub fn send(e: &mut Engine, peer: PeerId, msg: &Value) -> Vec<(PeerId, Value)> {
     drain(e)
 }
 
+/// Ends turns until every received message is processed, then takes all
+/// output of every peer (as a reactor with sockets that always drain
+/// would), in order per peer.
 pub fn drain(e: &mut Engine) -> Vec<(PeerId, Value)> {
-    let mut out: Vec<Outgoing> = Vec::new();
-    e.end_turn(&mut out);
-    out.into_iter()
-        .map(|o| {
-            assert!(
-                !o.text.contains('\n'),
-                "outgoing message contains a newline"
-            );
-            (
-                o.peer,
-                serde_json::from_str(&o.text).expect("outgoing is JSON"),
-            )
+    drain_text(e)
+        .into_iter()
+        .map(|(peer, text)| {
+            assert!(!text.contains('\n'), "outgoing message contains a newline");
+            (peer, serde_json::from_str(&text).expect("outgoing is JSON"))
         })
         .collect()
+}
+
+/// `drain`, with the messages as sent.
+pub fn drain_text(e: &mut Engine) -> Vec<(PeerId, String)> {
+    drain_closes(e).0
+}
+
+/// Connections the engine asked to close, and why.
+pub type Closes = Vec<(PeerId, CloseWhy)>;
+
+/// `drain_text`, and the connections the engine asked to close.
+pub fn drain_closes(e: &mut Engine) -> (Vec<(PeerId, String)>, Closes) {
+    let mut ready: Vec<PeerId> = Vec::new();
+    let mut closes = Vec::new();
+    loop {
+        let outcome = e.end_turn();
+        closes.extend(outcome.closes);
+        ready.extend(e.take_output_ready());
+        if !outcome.more {
+            break;
+        }
+    }
+    ready.sort_unstable();
+    ready.dedup();
+    let mut out = Vec::new();
+    for peer in ready {
+        let mut texts = Vec::new();
+        // A send may pause at the turn's budget of dependency visits.
+        while e.pull(peer, usize::MAX, &mut texts) {
+            e.end_turn();
+        }
+        out.extend(texts.into_iter().map(|t| (peer, t)));
+    }
+    (out, closes)
 }
 
 pub fn only(peer: PeerId, replies: &[(PeerId, Value)]) -> Vec<Value> {
@@ -72,8 +105,8 @@ pub struct Agent {
 impl Agent {
     pub fn new(seed: u8) -> Agent {
         let key = SigningKey::from_bytes(&[seed; 32]);
-        let signer = bs58::encode(key.verifying_key().as_bytes()).into_string();
-        let sealer = bs58::encode([seed.wrapping_add(1); 32]).into_string();
+        let signer = encode_base58(key.verifying_key().as_bytes());
+        let sealer = encode_base58(&[seed.wrapping_add(1); 32]);
         Agent {
             key,
             agent_id: format!("sealer_z{sealer}/signer_z{signer}"),
@@ -82,13 +115,18 @@ impl Agent {
 
     /// A signature over a running-hash digest, as cojson signs it.
     pub fn sign_digest(&self, digest: &[u8; 32]) -> String {
-        let hash = format!("\"hash_z{}\"", bs58::encode(digest).into_string());
+        let hash = format!("\"hash_z{}\"", encode_base58(digest));
         let sig = self.key.sign(hash.as_bytes());
-        format!("signature_z{}", bs58::encode(sig.to_bytes()).into_string())
+        format!("signature_z{}", encode_base58(&sig.to_bytes()))
     }
 
     pub fn session(&self, name: &str) -> String {
-        format!("{}_session_z{name}", self.agent_id)
+        // Session IDs end in base58, as cojson makes them.
+        format!(
+            "{}_session_z{}",
+            self.agent_id,
+            encode_base58(name.as_bytes())
+        )
     }
 }
 
@@ -96,6 +134,12 @@ impl Agent {
 pub struct Writer {
     hasher: blake3::Hasher,
     pub count: u32,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Writer::new()
+    }
 }
 
 impl Writer {
@@ -122,15 +166,12 @@ impl Writer {
             self.count += 1;
             txs.push(tx);
         }
-        let hash = format!(
-            "hash_z{}",
-            bs58::encode(self.hasher.finalize().as_bytes()).into_string()
-        );
+        let hash = format!("hash_z{}", encode_base58(self.hasher.finalize().as_bytes()));
         let sig = agent.key.sign(format!("\"{hash}\"").as_bytes());
         (
             after,
             txs,
-            format!("signature_z{}", bs58::encode(sig.to_bytes()).into_string()),
+            format!("signature_z{}", encode_base58(&sig.to_bytes())),
         )
     }
 }

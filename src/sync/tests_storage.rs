@@ -4,9 +4,9 @@
 use crate::storage::memory::MemoryStore;
 use crate::storage::sqlite::{SqliteStore, Synchronous};
 use crate::storage::{Store, StoreError, StoredCoValue, Write};
-use crate::sync::Engine;
 use crate::sync::PeerId;
 use crate::sync::testkit::*;
+use crate::sync::{CloseWhy, Engine};
 use serde_json::{Value, json};
 
 const A: PeerId = PeerId(1);
@@ -134,6 +134,9 @@ impl Store for FailingStore {
         self.dirty = true;
         self.inner.write(w)
     }
+    fn load_header(&mut self, id: &str) -> Result<Option<std::sync::Arc<str>>, StoreError> {
+        self.inner.load_header(id)
+    }
     fn commit(&mut self) -> Result<(), StoreError> {
         if std::mem::take(&mut self.dirty) && std::mem::take(&mut self.fail_next_commit) {
             return Err(StoreError::Backend("disk full (test)".into()));
@@ -165,14 +168,16 @@ fn a_failed_commit_sends_no_ack_and_the_retry_is_accepted() {
         &json!({"action":"load","id":id,"header":false,"sessions":{}}),
     );
     let msg = content(&id, Some(&header), &sid, &batch);
+    e.receive_frame(A, &msg.to_string());
+    let (out, closes) = drain_closes(&mut e);
     assert!(
-        send(&mut e, A, &msg).is_empty(),
-        "no ack and no forward after a failed commit"
+        out.is_empty(),
+        "no ack and no forward after a failed commit: {out:?}"
     );
-    // Both connections are to be closed, so their clients re-sync.
-    let mut resets = e.take_resets();
-    resets.sort();
-    assert_eq!(resets, vec![A, B]);
+    // The writer's connection is to be closed, so its client re-syncs; the
+    // subscriber saw nothing that was not stored and stays.
+    assert_eq!(closes, vec![(A, CloseWhy::StorageFailed)]);
+    e.disconnect(A);
     // Nothing of it was kept: a load from a new connection says unknown.
     let c = PeerId(3);
     e.connect(c);

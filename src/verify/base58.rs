@@ -58,8 +58,31 @@ pub fn encode(input: &[u8]) -> String {
     out
 }
 
+/// Whether every character of `s` is a base58 digit.
+pub fn is_digits(s: &str) -> bool {
+    s.bytes()
+        .all(|b| DIGITS.get(b as usize).is_some_and(|&d| d != 0xFF))
+}
+
+/// The longest base58 text of an `n`-byte value (leading zero bytes
+/// included, each one `1`): `ceil(n · log 256 / log 58)`.
+pub const fn max_encoded_len(n: usize) -> usize {
+    (n * 1_366).div_ceil(1_000)
+}
+
+/// Decodes base58 text of exactly `N` bytes. The length is checked before
+/// any arithmetic, so the cost is bounded by `N`, not by the input (base58
+/// decoding is quadratic in its length).
+pub fn decode_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.is_empty() || text.len() > max_encoded_len(N) {
+        return None;
+    }
+    decode(text)?.try_into().ok()
+}
+
 /// Decodes base58 text; `None` for a character outside the alphabet.
-pub fn decode(text: &str) -> Option<Vec<u8>> {
+/// Quadratic in the length: callers bound it first ([`decode_fixed`]).
+fn decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let zeros = bytes.iter().take_while(|&&b| b == b'1').count();
     // Little-endian u32 limbs of the number so far.
@@ -127,5 +150,26 @@ mod tests {
         }
         assert_eq!(decode(""), Some(vec![]));
         assert_eq!(decode("111"), Some(vec![0, 0, 0]));
+    }
+
+    #[test]
+    fn fixed_size_decoding_checks_the_length_first() {
+        assert_eq!(max_encoded_len(32), 44);
+        assert_eq!(max_encoded_len(64), 88);
+        assert_eq!(max_encoded_len(19), 26);
+        for n in [0u8, 1, 0x80, 0xFF] {
+            let bytes = [n; 32];
+            let text = encode(&bytes);
+            assert!(text.len() <= 44, "{text}");
+            assert_eq!(decode_fixed::<32>(&text), Some(bytes));
+            assert_eq!(decode_fixed::<64>(&text), None, "wrong size");
+        }
+        assert_eq!(decode_fixed::<32>(""), None);
+        // Too long to be 32 bytes: refused without decoding.
+        assert_eq!(decode_fixed::<32>(&"2".repeat(45)), None);
+        assert_eq!(decode_fixed::<32>(&"z".repeat(800_000)), None);
+        assert!(is_digits("123abcXYZ"));
+        assert!(!is_digits("0OIl"));
+        assert!(!is_digits("abc!"));
     }
 }

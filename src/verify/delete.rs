@@ -7,6 +7,7 @@
 //! `madeAt`, which needs group-permission evaluation (see README).
 
 use super::encoding::VerifyError;
+use super::transaction::{CanonicalTx, trusting_meta};
 use serde_json::Value;
 
 /// Whether cojson treats a session ID as a delete session.
@@ -20,16 +21,15 @@ pub fn check_delete_session(
     co_id: &str,
     is_group_or_account: bool,
     existing: u32,
-    new_txs: &[Value],
+    new_txs: &[CanonicalTx],
 ) -> Result<(), VerifyError> {
     let bad = |m: &str| Err(VerifyError::InvalidDelete(m.to_string()));
     if existing > 0 || new_txs.len() > 1 {
         return bad("a delete transaction must be the only transaction in its session");
     }
     if let Some(tx) = new_txs.first()
-        && tx.get("privacy").and_then(Value::as_str) == Some("trusting")
-        && let Some(meta) = tx.get("meta").and_then(Value::as_str)
-        && let Ok(meta) = serde_json::from_str::<Value>(meta)
+        && let Some(meta) = trusting_meta(tx)
+        && let Ok(meta) = serde_json::from_str::<Value>(&meta)
         && let Some(target) = meta.get("deleted").and_then(Value::as_str)
         && target != co_id
     {
@@ -46,10 +46,11 @@ pub fn check_delete_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::canonicalize_tx;
     use serde_json::json;
 
-    fn delete_tx(target: &str) -> Value {
-        json!({"changes":"[]","madeAt":1,"meta":format!("{{\"deleted\":\"{target}\"}}"),"privacy":"trusting"})
+    fn delete_tx(target: &str) -> CanonicalTx {
+        canonicalize_tx(&json!({"changes":"[]","madeAt":1,"meta":format!("{{\"deleted\":\"{target}\"}}"),"privacy":"trusting"})).unwrap()
     }
 
     #[test]

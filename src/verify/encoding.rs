@@ -19,48 +19,56 @@ pub enum VerifyError {
 }
 
 impl fmt::Display for VerifyError {
+    /// Every text inside comes from a client: escaped and clipped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::logging::clip;
         match self {
-            VerifyError::BadHeader(m) => write!(f, "invalid header: {m}"),
+            VerifyError::BadHeader(m) => write!(f, "invalid header: {}", clip(m)),
             VerifyError::IdMismatch { claimed, computed } => {
                 write!(
                     f,
-                    "CoValue ID mismatch: header hashes to {computed}, message says {claimed}"
+                    "CoValue ID mismatch: header hashes to {}, message says {}",
+                    clip(computed),
+                    clip(claimed)
                 )
             }
-            VerifyError::BadTransaction(m) => write!(f, "invalid transaction: {m}"),
-            VerifyError::BadSigner(m) => write!(f, "invalid signer: {m}"),
-            VerifyError::BadSignature(m) => write!(f, "malformed signature: {m}"),
+            VerifyError::BadTransaction(m) => write!(f, "invalid transaction: {}", clip(m)),
+            VerifyError::BadSigner(m) => write!(f, "invalid signer: {}", clip(m)),
+            VerifyError::BadSignature(m) => write!(f, "malformed signature: {}", clip(m)),
             VerifyError::SignatureMismatch => {
                 write!(f, "signature does not match the session's hash chain")
             }
             VerifyError::UnknownAuthor(a) => {
-                write!(f, "session author {a} is neither an agent nor an account")
+                write!(
+                    f,
+                    "session author {} is neither an agent nor an account",
+                    clip(a)
+                )
             }
             VerifyError::NotAnAccount(a) => {
-                write!(f, "session author {a} is not an account CoValue")
+                write!(f, "session author {} is not an account CoValue", clip(a))
             }
-            VerifyError::InvalidDelete(m) => write!(f, "invalid delete: {m}"),
+            VerifyError::InvalidDelete(m) => write!(f, "invalid delete: {}", clip(m)),
         }
     }
 }
 
 impl std::error::Error for VerifyError {}
 
-/// Decodes the base58 part after the first `_z`, as cojson's Rust core does.
-fn decode_z(s: &str) -> Option<Vec<u8>> {
+/// Decodes the base58 part after the first `_z` (as cojson's Rust core
+/// does) into exactly `N` bytes; the length is checked first.
+fn decode_z<const N: usize>(s: &str) -> Option<[u8; N]> {
     let at = s.find("_z")?;
-    super::base58::decode(&s[at + 2..])
+    super::base58::decode_fixed::<N>(&s[at + 2..])
 }
 
 /// `signer_z…` → Ed25519 public key.
 pub fn decode_signer(s: &str) -> Result<VerifyingKey, VerifyError> {
-    let bytes = decode_z(s).ok_or_else(|| VerifyError::BadSigner(s.to_string()))?;
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| VerifyError::BadSigner(format!("{s}: not 32 bytes")))?;
+    let arr: [u8; 32] = decode_z(s).ok_or_else(|| {
+        VerifyError::BadSigner(format!("{}: not 32 bytes of base58", truncate(s)))
+    })?;
     VerifyingKey::from_bytes(&arr)
-        .map_err(|_| VerifyError::BadSigner(format!("{s}: not a curve point")))
+        .map_err(|_| VerifyError::BadSigner(format!("{}: not a curve point", truncate(s))))
 }
 
 /// `signature_z…` → Ed25519 signature.
@@ -68,10 +76,9 @@ pub fn decode_signature(s: &str) -> Result<Signature, VerifyError> {
     if !s.starts_with("signature_z") {
         return Err(VerifyError::BadSignature(truncate(s)));
     }
-    let bytes = decode_z(s).ok_or_else(|| VerifyError::BadSignature(truncate(s)))?;
-    let arr: [u8; 64] = bytes
-        .try_into()
-        .map_err(|_| VerifyError::BadSignature(format!("{}: not 64 bytes", truncate(s))))?;
+    let arr: [u8; 64] = decode_z(s).ok_or_else(|| {
+        VerifyError::BadSignature(format!("{}: not 64 bytes of base58", truncate(s)))
+    })?;
     Ok(Signature::from_bytes(&arr))
 }
 
@@ -92,8 +99,10 @@ pub fn short_hash_of_sessions<'a>(sessions: impl IntoIterator<Item = (&'a str, u
     )
 }
 
+/// Client text kept in an error: at most a little more than a log line
+/// shows (Display escapes and clips it).
 pub(crate) fn truncate(s: &str) -> String {
-    let mut end = s.len().min(60);
+    let mut end = s.len().min(crate::logging::CLIP_CHARS * 4 + 4);
     while !s.is_char_boundary(end) {
         end -= 1;
     }

@@ -5,6 +5,14 @@ use super::encoding::{VerifyError, decode_signer};
 use ed25519_dalek::VerifyingKey;
 use serde_json::{Map, Value};
 
+use super::ids::{AGENT_ID_MAX_LEN, CoId, is_agent_id};
+
+/// Largest header accepted from a client. Real headers are about 200–250
+/// bytes (cojson and jazz-tools write `type`, `ruleset`, a small `meta`,
+/// `createdAt` and `uniqueness`); this leaves room for any app's unique
+/// keys, and bounds the cost of parsing and hashing one.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RulesetKind {
     /// A group (or an account): `initialAdmin` is an account or agent ID.
@@ -12,7 +20,7 @@ pub enum RulesetKind {
         initial_admin: String,
     },
     OwnedByGroup {
-        group: String,
+        group: CoId,
     },
     UnsafeAllowAll,
 }
@@ -24,12 +32,49 @@ pub struct Header {
     /// 0 (high: accounts, groups), 3 (medium), 6 (low: binary streams).
     pub priority: u8,
     /// `meta.source` of branches: a dependency.
-    pub source: Option<String>,
+    pub source: Option<CoId>,
     /// For an account header: the signer of its owner's account sessions.
     pub account_signer: Option<VerifyingKey>,
 }
 
+/// A checked header: its facts, and the text the server stores and sends:
+/// the canonical JSON the ID was computed from (unknown fields dropped), so
+/// whatever else a first uploader attached never reaches anyone.
+#[derive(Debug, Clone)]
+pub struct CheckedHeader {
+    pub header: Header,
+    pub json: String,
+}
+
 impl Header {
+    /// Checks header text from a client or from storage: at most
+    /// `max_bytes` long, shaped as the cojson Rust core parses it, and
+    /// hashing to `claimed`.
+    pub fn check(
+        text: &str,
+        claimed: &CoId,
+        max_bytes: usize,
+    ) -> Result<CheckedHeader, VerifyError> {
+        if text.len() > max_bytes {
+            return Err(VerifyError::BadHeader(format!(
+                "{} bytes, more than the {max_bytes} allowed",
+                text.len()
+            )));
+        }
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| VerifyError::BadHeader(format!("not JSON: {e}")))?;
+        let (canonical, header) = Self::parse(&value)?;
+        let json = serde_json::to_string(&canonical).unwrap_or_default();
+        let computed = CoId::from_digest(blake3::hash(json.as_bytes()).as_bytes());
+        if computed != *claimed {
+            return Err(VerifyError::IdMismatch {
+                claimed: claimed.to_string(),
+                computed: computed.to_string(),
+            });
+        }
+        Ok(CheckedHeader { header, json })
+    }
+
     /// Parses `header` as the cojson Rust core does, computes its CoValue ID
     /// and checks it against `claimed_id`.
     pub fn verify(header: &Value, claimed_id: &str) -> Result<Header, VerifyError> {
@@ -37,7 +82,7 @@ impl Header {
         let computed = id_of_canonical(&canonical);
         if computed != claimed_id {
             return Err(VerifyError::IdMismatch {
-                claimed: claimed_id.to_string(),
+                claimed: super::encoding::truncate(claimed_id),
                 computed,
             });
         }
@@ -96,10 +141,14 @@ impl Header {
             } else {
                 3
             };
-        let source = meta
-            .get("source")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        // A branch names its source; a source that is not a CoValue ID
+        // could never be loaded, so the header is refused.
+        let source = match meta.get("source").and_then(Value::as_str) {
+            None => None,
+            Some(s) => {
+                Some(CoId::parse(s).ok_or_else(|| bad("`meta.source` is not a CoValue ID"))?)
+            }
+        };
         let account_signer = match (&ruleset, ty, meta_type) {
             (RulesetKind::Group { initial_admin }, "comap", Some("account")) => {
                 agent_signer(initial_admin)
@@ -118,15 +167,21 @@ impl Header {
     }
 
     /// The owning group, for `ownedByGroup` values.
-    pub fn group(&self) -> Option<&str> {
+    pub fn group(&self) -> Option<CoId> {
         match &self.ruleset {
-            RulesetKind::OwnedByGroup { group } => Some(group),
+            RulesetKind::OwnedByGroup { group } => Some(*group),
             _ => None,
         }
     }
 
     pub fn is_group(&self) -> bool {
         matches!(self.ruleset, RulesetKind::Group { .. })
+    }
+
+    /// The CoValues this header names (owner group, branch source): what
+    /// must exist before the CoValue is accepted, and what sets its depth.
+    pub fn dependencies(&self) -> impl Iterator<Item = CoId> + '_ {
+        self.group().into_iter().chain(self.source)
     }
 }
 
@@ -136,13 +191,14 @@ fn id_of_canonical(canonical: &Value) -> String {
     format!("co_z{}", super::base58::encode(&digest.as_bytes()[..19]))
 }
 
-/// The signer of an `AgentID` (`sealer_z…/signer_z…`), if it is one.
+/// The signer of an `AgentID` (`sealer_z…/signer_z…`), if it is one. The
+/// shape (and so the length) is checked before anything is decoded.
 fn agent_signer(agent: &str) -> Option<VerifyingKey> {
-    if !agent.starts_with("sealer_") {
+    if !is_agent_id(agent) {
         return None;
     }
-    let (_, signer) = agent.split_once("/signer_")?;
-    decode_signer(&format!("signer_{signer}")).ok()
+    let (_, signer) = agent.split_once('/')?;
+    decode_signer(signer).ok()
 }
 
 fn parse_ruleset(rs: &Map<String, Value>) -> Result<(RulesetKind, Value), VerifyError> {
@@ -159,17 +215,23 @@ fn parse_ruleset(rs: &Map<String, Value>) -> Result<(RulesetKind, Value), Verify
                 .get("initialAdmin")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("group ruleset without `initialAdmin`"))?;
+            // An account or agent ID; anything longer could never be one.
+            if admin.len() > AGENT_ID_MAX_LEN {
+                return Err(bad("`initialAdmin` is too long for an account or agent ID"));
+            }
             canon.insert("initialAdmin".into(), Value::String(admin.to_string()));
             RulesetKind::Group {
                 initial_admin: admin.to_string(),
             }
         }
         "ownedByGroup" => {
-            let group = rs
+            let group_text = rs
                 .get("group")
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad("ownedByGroup ruleset without `group`"))?;
-            canon.insert("group".into(), Value::String(group.to_string()));
+            let group = CoId::parse(group_text)
+                .ok_or_else(|| bad("ownedByGroup `group` is not a CoValue ID"))?;
+            canon.insert("group".into(), Value::String(group_text.to_string()));
             match rs.get("restrictDeletion") {
                 None | Some(Value::Null) => {}
                 Some(b @ Value::Bool(_)) => {
@@ -177,9 +239,7 @@ fn parse_ruleset(rs: &Map<String, Value>) -> Result<(RulesetKind, Value), Verify
                 }
                 Some(_) => return Err(bad("`restrictDeletion` must be a boolean")),
             }
-            RulesetKind::OwnedByGroup {
-                group: group.to_string(),
-            }
+            RulesetKind::OwnedByGroup { group }
         }
         "unsafeAllowAll" => RulesetKind::UnsafeAllowAll,
         other => {

@@ -1,7 +1,8 @@
 //! Sessions: who signs them (docs/protocol.md §3.4) and the running hash chain
 //! whose signature is checked batch by batch (§3.3).
 
-use super::encoding::{VerifyError, decode_signer, hash_string};
+use super::encoding::{VerifyError, decode_signer, hash_string, truncate};
+use super::ids::CoId;
 use super::signature::{SigCache, verify_signature};
 use ed25519_dalek::VerifyingKey;
 
@@ -11,7 +12,7 @@ pub enum Author<'a> {
     /// `sealer_z…/signer_z…`: signs with the embedded signer key.
     Agent { signer: &'a str },
     /// `co_z…`: signs with the account header's initial admin agent.
-    Account(&'a str),
+    Account(CoId),
     /// Anything else; cojson rejects such sessions.
     Invalid(&'a str),
 }
@@ -25,7 +26,10 @@ pub fn parse_session_id(session_id: &str) -> (Author<'_>, bool) {
     };
     let is_delete = session_id.ends_with('$') && session_id.contains("_session_d");
     let kind = if author.starts_with("co_") {
-        Author::Account(author)
+        match CoId::parse(author) {
+            Some(id) => Author::Account(id),
+            None => Author::Invalid(author),
+        }
     } else if author.starts_with("sealer_") {
         match author.find("/signer_") {
             Some(slash) => Author::Agent {
@@ -78,8 +82,10 @@ impl ChainState {
     ) -> Result<ChainState, VerifyError> {
         let next = self.extend(txs);
         let digest = next.digest();
-        if !cache.contains(signer, &digest, signature) {
-            verify_signature(signer, &digest, signature)?;
+        match cache.verdict(signer, &digest, signature) {
+            Some(true) => {}
+            Some(false) => return Err(VerifyError::SignatureMismatch),
+            None => verify_signature(signer, &digest, signature)?,
         }
         Ok(next)
     }
@@ -105,7 +111,7 @@ pub enum Signer {
 /// `Some(None)` when it is available but not an account.
 pub fn session_signer(
     session_id: &str,
-    account: &mut dyn FnMut(&str) -> Option<Option<VerifyingKey>>,
+    account: &mut dyn FnMut(CoId) -> Option<Option<VerifyingKey>>,
 ) -> Signer {
     match parse_session_id(session_id).0 {
         Author::Agent { signer } => match decode_signer(signer) {
@@ -117,6 +123,6 @@ pub fn session_signer(
             Some(Some(k)) => Signer::Key(k),
             Some(None) => Signer::Invalid(VerifyError::NotAnAccount(acc.to_string())),
         },
-        Author::Invalid(a) => Signer::Invalid(VerifyError::UnknownAuthor(a.to_string())),
+        Author::Invalid(a) => Signer::Invalid(VerifyError::UnknownAuthor(truncate(a))),
     }
 }

@@ -89,7 +89,12 @@ impl MapWriter {
         let agent = Agent::new(seed);
         let header = json!({"type":"comap","ruleset":{"type":"unsafeAllowAll"},"meta":null,"uniqueness":uniqueness});
         let id = Header::id_of(&header).expect("header id");
-        let session = format!("{}_session_z{uniqueness}", agent.id);
+        // Session IDs end in base58, as cojson makes them.
+        let session = format!(
+            "{}_session_z{}",
+            agent.id,
+            bs58::encode(uniqueness.as_bytes()).into_string()
+        );
         MapWriter {
             agent,
             id,

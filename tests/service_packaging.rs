@@ -126,6 +126,15 @@ fn the_unit_verifies_and_keeps_its_hardening() {
     };
     assert!(secs("TimeoutStopSec=") * 1000 > 10_000 + 5_000);
     assert!(secs("WatchdogSec=") >= 10);
+    // The backup recipe in the comment runs as root: `systemd-run -p
+    // DynamicUser=yes` would hand the live state directory to another user.
+    assert!(
+        unit.contains(
+            "\n#   sudo maia-sync backup /root/sync-backup.db --db /var/lib/private/maia-sync/sync.db\n"
+        ),
+        "the unit's comment lacks the root backup command"
+    );
+    assert!(!unit.contains("systemd-run --pipe"), "{unit}");
 
     // systemd's own exposure score for the sandbox: keep it "OK" or better.
     let out = run(Command::new("systemd-analyze")

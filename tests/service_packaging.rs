@@ -96,6 +96,7 @@ fn the_unit_verifies_and_keeps_its_hardening() {
         "UMask=0077",
         "LimitNOFILE=65536",
         "ProtectSystem=strict",
+        "ReadOnlyPaths=/run /dev",
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "PrivateDevices=yes",

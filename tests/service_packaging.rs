@@ -4,6 +4,11 @@
 //! maintainer scripts, the settings file documents every setting, and
 //! `packaging/install.sh` is idempotent. A missing tool fails the test with
 //! the command that installs it: nothing is skipped.
+//!
+//! These checks read the files; `sudo tests/systemd/nspawn-test.sh` (slow,
+//! not part of `cargo test`) installs the .deb in a Debian 12 container and
+//! runs the unit under a real systemd: readiness, sandbox, watchdog,
+//! restarts, clean stop, backup.
 
 mod common;
 

@@ -4,6 +4,11 @@
 //! maintainer scripts, the settings file documents every setting, and
 //! `packaging/install.sh` is idempotent. A missing tool fails the test with
 //! the command that installs it: nothing is skipped.
+//!
+//! These checks read the files; `sudo tests/systemd/nspawn-test.sh` (slow,
+//! not part of `cargo test`) installs the .deb in a Debian 12 container and
+//! runs the unit under a real systemd: readiness, sandbox, watchdog,
+//! restarts, clean stop, backup.
 
 mod common;
 
@@ -96,6 +101,7 @@ fn the_unit_verifies_and_keeps_its_hardening() {
         "UMask=0077",
         "LimitNOFILE=65536",
         "ProtectSystem=strict",
+        "ReadOnlyPaths=/run /dev",
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "PrivateDevices=yes",
@@ -126,6 +132,15 @@ fn the_unit_verifies_and_keeps_its_hardening() {
     };
     assert!(secs("TimeoutStopSec=") * 1000 > 10_000 + 5_000);
     assert!(secs("WatchdogSec=") >= 10);
+    // The backup recipe in the comment runs as root: `systemd-run -p
+    // DynamicUser=yes` would hand the live state directory to another user.
+    assert!(
+        unit.contains(
+            "\n#   sudo maia-sync backup /root/sync-backup.db --db /var/lib/private/maia-sync/sync.db\n"
+        ),
+        "the unit's comment lacks the root backup command"
+    );
+    assert!(!unit.contains("systemd-run --pipe"), "{unit}");
 
     // systemd's own exposure score for the sandbox: keep it "OK" or better.
     let out = run(Command::new("systemd-analyze")

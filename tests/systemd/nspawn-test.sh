@@ -25,7 +25,7 @@
 #   --fresh-rootfs  debootstrap the base tree again
 #
 # Needs root, debootstrap and systemd-nspawn (installed with apt-get when
-# missing) and ../shared/vectors beside the project. The first run
+# missing). The first run
 # debootstraps a base tree (a few minutes, Debian mirror needed) into
 # $MAIA_NSPAWN_CACHE (default /var/cache/maia-sync-nspawn); later runs copy
 # it. The container has its own network namespace (loopback only), so
@@ -60,8 +60,8 @@ step() { printf '== %s (%ss)\n' "$*" $((SECONDS - started)); }
 die() { echo "nspawn-test.sh: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, chroot and systemd-nspawn need it)"
-vector="$repo/../shared/vectors/session-trusting.json"
-[ -f "$vector" ] || die "$vector not found (../shared beside the project)"
+vector="$repo/tests/data/vectors/session-trusting.json"
+[ -f "$vector" ] || die "$vector not found"
 missing=()
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)

@@ -2,7 +2,7 @@
 """A minimal cojson sync client for the nspawn test (standard library only).
 
 Writes a real CoValue through maia-sync and reads it back, using the signed
-session of ../shared/vectors/session-trusting.json (an unsafeAllowAll CoMap
+session of tests/data/vectors/session-trusting.json (an unsafeAllowAll CoMap
 with 3 trusting transactions, so it needs no account or group first):
 
   wsclient.py VECTOR write FROM TO  send transactions FROM..TO-1 (the server
